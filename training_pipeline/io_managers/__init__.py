@@ -1,0 +1,1 @@
+"""IO managers: where asset outputs are stored between steps."""

@@ -1,0 +1,1 @@
+"""Dagster resources: the database, the embedding models, the embedding cache, the sources."""

@@ -1,0 +1,178 @@
+"""The labelled dataset of one model for an aid range: consensus label + cached embedding per video.
+
+Labels are read fresh from the annotation table; embeddings come only from the cache, never
+from the model, so re-building a dataset after new labels costs no API call. A labelled video
+whose text is not cached fails the step with a message saying which asset to materialize.
+"""
+
+import json
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetsDefinition,
+    Config,
+    Failure,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from training_pipeline.assets.embeddings import embedding_cache_key
+from training_pipeline.assets.source import VIDEO_LABELS_KEY, ranges_of
+from training_pipeline.embedding_cache import EmbeddingCache
+from training_pipeline.labels import TiePolicy, consensus_labels
+from training_pipeline.models_config import EmbeddingModelConfig, model_slug
+from training_pipeline.partitions import aid_ranges_partitions
+from training_pipeline.resources.database import PostgresResource
+from training_pipeline.resources.embedding_models import EmbeddingModelsResource
+from training_pipeline.resources.sources import VideoSourceResource
+from training_pipeline.table_schemas import (
+    PARTITION_COLUMN,
+    column,
+    partition_column,
+    table_metadata,
+)
+from training_pipeline.text import model_inputs
+
+LABELLED_DATASET_COLUMNS = [
+    column("aid", "bigint", "Video id", nullable=False),
+    partition_column(),
+    column(
+        "label", "boolean", "Majority of users' latest labels (tie: see tie_policy)", nullable=False
+    ),
+    column("inconsistent", "boolean", "Users' latest labels disagree", nullable=False),
+    column("positive_votes", "integer", "Users whose latest label is true", nullable=False),
+    column("negative_votes", "integer", "Users whose latest label is false", nullable=False),
+    column(
+        "text_checksum", "text", "MD5 of the exact text embedded (the cache key)", nullable=False
+    ),
+    column("embedding", "vector", "The model's vector of the text", nullable=False),
+    column("metadata_json", "text", "Title, description and tags as JSON", nullable=False),
+    column(
+        "user_labels_json", "text", "Each user's latest label and its time, as JSON", nullable=False
+    ),
+]
+
+
+class LabelledDatasetConfig(Config):
+    """Run config of a labelled dataset materialization."""
+
+    tie_policy: TiePolicy = Field(
+        default="negative",
+        description="Label of a tied vote: 'negative' (old behaviour), 'positive' or 'exclude'",
+    )
+
+
+def labelled_dataset_key(model_name: str) -> AssetKey:
+    """Asset key of a model's labelled dataset."""
+    return AssetKey(["labelled_dataset", model_slug(model_name)])
+
+
+def labelled_dataset_table(model_name: str) -> str:
+    """Table that holds a model's labelled dataset."""
+    return f"labelled_dataset__{model_slug(model_name)}"
+
+
+def metadata_json(title: str | None, description: str | None, tags: str | None) -> str:
+    """The video's source text fields as the trainer's `metadata_json` column."""
+    fields = {"title": title, "description": description, "tags": tags}
+    return json.dumps(fields, ensure_ascii=False)
+
+
+def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -> AssetsDefinition:
+    """The labelled dataset asset of one configured model."""
+
+    @asset(
+        key=labelled_dataset_key(model_name),
+        ins={
+            "preprocessed_text": AssetIn(key="preprocessed_text"),
+            "raw_video_text": AssetIn(key="raw_video_text"),
+        },
+        deps=[embedding_cache_key(model_name), VIDEO_LABELS_KEY],
+        partitions_def=aid_ranges_partitions,
+        metadata=table_metadata(labelled_dataset_table(model_name), LABELLED_DATASET_COLUMNS),
+        group_name="datasets",
+        kinds={"postgres", "pgvector", "pandas"},
+        tags={"model": model_slug(model_name)},
+        description=(
+            f"One row per labelled video of the range with its consensus label and its "
+            f"`{model_name}` embedding ({model.dimensions}-d) from the cache."
+        ),
+    )
+    def labelled_dataset(
+        context: AssetExecutionContext,
+        config: LabelledDatasetConfig,
+        preprocessed_text: pd.DataFrame,
+        raw_video_text: pd.DataFrame,
+        postgres: PostgresResource,
+        video_source: VideoSourceResource,
+        embedding_models: EmbeddingModelsResource,
+    ) -> pd.DataFrame:
+        settings = embedding_models.model(model_name)
+        with postgres.connect() as connection:
+            label_rows = pd.concat(
+                [video_source.read_label_rows(connection, r) for r in ranges_of(context)],
+                ignore_index=True,
+            )
+            labels = consensus_labels(label_rows, config.tie_policy)
+            videos = raw_video_text.merge(
+                preprocessed_text[["aid", "text", "checksum"]], on="aid", validate="one_to_one"
+            )
+            inputs = model_inputs(videos, settings.max_tokens_per_input)
+            rows = labels.merge(videos, on="aid", how="inner").merge(inputs, on="aid", how="inner")
+            cache = EmbeddingCache(connection, postgres.schema, model_name, settings.dimensions)
+            cache.ensure_table()
+            vectors = cache.fetch(rows["input_checksum"].tolist())
+
+        missing = rows[~rows["input_checksum"].isin(vectors.keys())]
+        if len(missing):
+            raise Failure(
+                description=(
+                    f"{len(missing)} labelled videos of {', '.join(context.partition_keys)} have "
+                    f"no cached `{model_name}` embedding "
+                    f"(e.g. aids {missing['aid'].head(5).tolist()}). "
+                    f"Materialize {embedding_cache_key(model_name).to_user_string()} for these "
+                    "ranges first (new labels on unembedded videos need embedding)."
+                )
+            )
+        result = pd.DataFrame(
+            {
+                "aid": rows["aid"].to_numpy(dtype="int64"),
+                PARTITION_COLUMN: rows[PARTITION_COLUMN].to_numpy(),
+                "label": rows["label"].to_numpy(dtype=bool),
+                "inconsistent": rows["inconsistent"].to_numpy(dtype=bool),
+                "positive_votes": rows["positive_votes"].to_numpy(dtype="int32"),
+                "negative_votes": rows["negative_votes"].to_numpy(dtype="int32"),
+                "text_checksum": rows["input_checksum"].to_numpy(),
+                "embedding": pd.Series(
+                    [vectors[checksum] for checksum in rows["input_checksum"]], dtype=object
+                ).to_numpy(),
+                "metadata_json": [
+                    metadata_json(*fields)
+                    for fields in zip(rows["title"], rows["description"], rows["tags"], strict=True)
+                ],
+                "user_labels_json": rows["user_labels_json"].to_numpy(),
+            }
+        ).sort_values("aid", ignore_index=True)
+        labelled_videos = int(labels["aid"].nunique())
+        context.add_output_metadata(
+            {
+                "labelled_videos": labelled_videos,
+                "rows": len(result),
+                "labelled_without_text": labelled_videos - len(result),
+                "positive": int(result["label"].sum()),
+                "negative": int((~result["label"]).sum()),
+                "inconsistent": int(result["inconsistent"].sum()),
+                "positive_share": MetadataValue.float(
+                    float(result["label"].mean()) if len(result) else 0.0
+                ),
+                "tie_policy": config.tie_policy,
+                "embedding_dimensions": settings.dimensions,
+            }
+        )
+        return result
+
+    return labelled_dataset

@@ -1,0 +1,68 @@
+"""Preprocessed text: the `v1` text of every video in the range and its MD5 checksum."""
+
+import pandas as pd
+from dagster import AssetExecutionContext, asset
+
+from training_pipeline.partitions import aid_ranges_partitions
+from training_pipeline.table_schemas import (
+    PARTITION_COLUMN,
+    column,
+    partition_column,
+    table_metadata,
+)
+from training_pipeline.text import TEXT_FORMAT, format_text_v1, text_checksum
+
+PREPROCESSED_TEXT_COLUMNS = [
+    column("aid", "bigint", "Video id", nullable=False),
+    partition_column(),
+    column("text_format", "text", "Text format version ('v1')", nullable=False),
+    column(
+        "text",
+        "text",
+        "Title, description, tags: stripped, non-empty, newline-joined",
+        nullable=False,
+    ),
+    column("checksum", "text", "MD5 hex digest of the UTF-8 text", nullable=False),
+]
+
+
+@asset(
+    key="preprocessed_text",
+    partitions_def=aid_ranges_partitions,
+    metadata=table_metadata("preprocessed_text", PREPROCESSED_TEXT_COLUMNS),
+    group_name="text",
+    kinds={"postgres", "pandas"},
+    code_version=TEXT_FORMAT,
+    description=(
+        "Format `v1` text of each video (the old service's format, so checksums match its "
+        "cache) and its MD5 checksum."
+    ),
+)
+def preprocessed_text(context: AssetExecutionContext, raw_video_text: pd.DataFrame) -> pd.DataFrame:
+    texts = [
+        format_text_v1(title, description, tags)
+        for title, description, tags in zip(
+            raw_video_text["title"],
+            raw_video_text["description"],
+            raw_video_text["tags"],
+            strict=True,
+        )
+    ]
+    result = pd.DataFrame(
+        {
+            "aid": raw_video_text["aid"].to_numpy(dtype="int64"),
+            PARTITION_COLUMN: raw_video_text[PARTITION_COLUMN].to_numpy(),
+            "text_format": TEXT_FORMAT,
+            "text": texts,
+            "checksum": [text_checksum(text) for text in texts],
+        }
+    )
+    empty = int((result["text"] == "").sum())
+    context.add_output_metadata(
+        {
+            "videos": len(result),
+            "empty_texts": empty,
+            "distinct_texts": int(result["checksum"].nunique()),
+        }
+    )
+    return result

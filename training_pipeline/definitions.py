@@ -1,0 +1,66 @@
+"""The one Definitions object: assets for every configured model, resources, IO manager."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import Definitions
+
+from training_pipeline.assets.dataset import build_labelled_dataset_asset
+from training_pipeline.assets.embeddings import build_embedding_cache_asset
+from training_pipeline.assets.snapshots import build_snapshot_asset
+from training_pipeline.assets.source import (
+    raw_video_text,
+    video_labels_source,
+    video_metadata_source,
+)
+from training_pipeline.assets.text import preprocessed_text
+from training_pipeline.io_managers.postgres_io_manager import PostgresPandasIOManager
+from training_pipeline.models_config import default_models_config_path, load_models_config
+from training_pipeline.resources.database import PostgresResource
+from training_pipeline.resources.dataset_store import DatasetStoreResource
+from training_pipeline.resources.embedding_models import EmbeddingModelsResource
+from training_pipeline.resources.sources import VideoSourceResource
+
+
+def build_model_assets(models_config_path: Path) -> list:
+    """Embedding cache, labelled dataset and snapshot assets for each model in the TOML."""
+    models = load_models_config(models_config_path)
+    assets = []
+    for name, model in models.models.items():
+        assets += [
+            build_embedding_cache_asset(name, model),
+            build_labelled_dataset_asset(name, model),
+            build_snapshot_asset(name, model),
+        ]
+    return assets
+
+
+def build_definitions(
+    models_config_path: str | Path | None = None,
+    postgres: PostgresResource | None = None,
+    video_source: VideoSourceResource | None = None,
+    dataset_store: DatasetStoreResource | None = None,
+) -> Definitions:
+    """Definitions for a models file; tests pass their own resources."""
+    path = Path(models_config_path) if models_config_path else default_models_config_path()
+    postgres = postgres or PostgresResource()
+    return Definitions(
+        assets=[
+            video_metadata_source,
+            video_labels_source,
+            raw_video_text,
+            preprocessed_text,
+            *build_model_assets(path),
+        ],
+        resources={
+            "postgres": postgres,
+            "io_manager": PostgresPandasIOManager(postgres=postgres),
+            "video_source": video_source or VideoSourceResource(),
+            "embedding_models": EmbeddingModelsResource(config_path=str(path)),
+            "dataset_store": dataset_store or DatasetStoreResource(),
+        },
+    )
+
+
+defs = build_definitions()

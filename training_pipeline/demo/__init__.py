@@ -1,0 +1,1 @@
+"""The demo: sample data in the embedded database, every asset materialized, a dataset written."""

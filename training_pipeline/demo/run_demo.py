@@ -20,7 +20,6 @@ from training_pipeline.demo.seed import seed_sample_data
 from training_pipeline.partition_sync import sync_aid_ranges
 from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME
 
-
 # Step-level DEBUG events would bury the progress lines; the UI keeps every event anyway.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -118,7 +117,7 @@ def run_demo(
                 dataset_snapshot_key(model_name).to_python_identifier(): {
                     "config": {"description": "make demo: every aid range, sample data"}
                 }
-            }
+            },
         },
     )
     snapshot_metadata = _materialized_metadata(snapshot, dataset_snapshot_key(model_name))

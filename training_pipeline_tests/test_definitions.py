@@ -29,11 +29,12 @@ def test_definitions_load_with_the_lineage_graph():
     assert graph.get(AssetKey("raw_video_text")).partitions_def is not None
 
 
-def test_dagster_cli_loads_the_workspace():
+def test_dagster_cli_loads_the_workspace(tmp_path):
     dagster = Path(sys.executable).with_name("dagster")
     result = subprocess.run(
         [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
         cwd=project_root(),
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=120,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from dagster import Definitions
@@ -41,6 +42,7 @@ def build_definitions(
     postgres: PostgresResource | None = None,
     video_source: VideoSourceResource | None = None,
     dataset_store: DatasetStoreResource | None = None,
+    jobs: Sequence[object] = (),
 ) -> Definitions:
     """Definitions for a models file; tests pass their own resources."""
     path = Path(models_config_path) if models_config_path else default_models_config_path()
@@ -53,6 +55,7 @@ def build_definitions(
             preprocessed_text,
             *build_model_assets(path),
         ],
+        jobs=list(jobs),
         resources={
             "postgres": postgres,
             "io_manager": PostgresPandasIOManager(postgres=postgres),

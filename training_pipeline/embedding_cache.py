@@ -9,6 +9,7 @@ vector cannot be stored even by a bug upstream.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ from training_pipeline.sql_names import validate_identifier
 
 CACHE_TABLE = "embedding_cache"
 LOOKUP_CHUNK = 20_000
+FETCH_CHUNK_ROWS = 2_000
 
 
 class EmbeddingCache:
@@ -68,56 +70,113 @@ class EmbeddingCache:
             found.update(row[0] for row in rows)
         return found
 
-    def fetch(self, checksums: Sequence[str]) -> dict[str, np.ndarray]:
-        """Cached vectors by checksum (missing checksums are absent from the result)."""
+    def fetch_rows(self, checksums: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors for `checksums` in the given order (duplicates allowed), and a found-mask.
+
+        Each distinct checksum is looked up once, with one query per chunk; vectors arrive over
+        a binary server-side cursor and are copied straight into one preallocated matrix, so
+        memory stays at the size of the result. Rows whose checksum is not cached are left
+        uninitialised and marked False in the mask: callers must check it.
+        """
+        first_row: dict[str, int] = {}
+        duplicate_rows: list[int] = []
+        duplicate_sources: list[int] = []
+        for row, checksum in enumerate(checksums):
+            source = first_row.setdefault(checksum, row)
+            if source != row:  # a re-upload: same text, same vector
+                duplicate_rows.append(row)
+                duplicate_sources.append(source)
+        matrix = np.empty((len(checksums), self.dimensions), np.float32)
+        found = np.zeros(len(checksums), dtype=bool)
+        unique = list(first_row)
         query = sql.SQL(
             "SELECT checksum, embedding FROM {}"
             " WHERE model = %s AND dimensions = %s AND checksum = ANY(%s)"
         ).format(self._table)
-        vectors: dict[str, np.ndarray] = {}
-        unique = list(dict.fromkeys(checksums))
-        with self.connection.cursor(binary=True) as cursor:
+        with self.connection.transaction():
             for start in range(0, len(unique), LOOKUP_CHUNK):
                 chunk = unique[start : start + LOOKUP_CHUNK]
-                cursor.execute(query, (self.model, self.dimensions, chunk))
-                vectors.update(cursor.fetchall())
-        return vectors
+                name = f"cache_fetch_{uuid.uuid4().hex}"
+                with self.connection.cursor(name=name, binary=True) as cursor:
+                    cursor.execute(query, (self.model, self.dimensions, chunk))
+                    while rows := cursor.fetchmany(FETCH_CHUNK_ROWS):
+                        for checksum, vector in rows:
+                            row = first_row[checksum]
+                            matrix[row] = vector
+                            found[row] = True
+        if duplicate_rows:
+            matrix[duplicate_rows] = matrix[duplicate_sources]
+            found[duplicate_rows] = found[duplicate_sources]
+        return matrix, found
 
     def store(self, checksums: Sequence[str], vectors: np.ndarray, *, replace: bool = False) -> int:
         """Insert validated vectors in one transaction; returns how many rows were written.
 
-        Existing rows are kept (another run may have cached the same text meanwhile) unless
-        `replace` is set, which is how `force_regenerate` overwrites them.
+        The rows are COPYed straight into the cache table. If another run cached some of the
+        same texts meanwhile, that COPY hits the primary key; it is then rolled back to a
+        savepoint and the rows go through a staging table with `ON CONFLICT DO NOTHING`, which
+        keeps the existing rows. With `replace` (how `force_regenerate` overwrites), the old
+        rows are deleted first, in the same transaction.
         """
         if len(checksums) != len(vectors):
             raise ValueError("one vector per checksum is required")
         if len(checksums) == 0:
             return 0
-        staging = sql.Identifier("embedding_cache_staging")
-        on_conflict = (
-            "DO UPDATE SET embedding = EXCLUDED.embedding, created_at = now()"
-            if replace
-            else "DO NOTHING"
-        )
+        unique = list(dict.fromkeys(checksums))
+        if len(unique) != len(checksums):
+            raise ValueError("checksums must be distinct within one store() call")
         with self.connection.transaction():
-            self.connection.execute(
-                sql.SQL(
-                    "CREATE TEMP TABLE IF NOT EXISTS {} (checksum text, embedding vector)"
-                    " ON COMMIT DELETE ROWS"
-                ).format(staging)
-            )
-            with self.connection.cursor() as cursor:
-                copy_sql = sql.SQL("COPY {} (checksum, embedding) FROM STDIN (FORMAT BINARY)")
-                with cursor.copy(copy_sql.format(staging)) as copy:
-                    copy.set_types(["text", "vector"])
-                    for checksum, vector in zip(checksums, vectors, strict=True):
-                        copy.write_row((checksum, vector))
-                cursor.execute(
+            if replace:
+                self.connection.execute(
                     sql.SQL(
-                        "INSERT INTO {} (model, dimensions, checksum, embedding)"
-                        " SELECT DISTINCT ON (checksum) %s, %s, checksum, embedding FROM {}"
-                        " ON CONFLICT (model, dimensions, checksum) " + on_conflict
-                    ).format(self._table, staging),
-                    (self.model, self.dimensions),
+                        "DELETE FROM {} WHERE model = %s AND dimensions = %s AND checksum = ANY(%s)"
+                    ).format(self._table),
+                    (self.model, self.dimensions, unique),
                 )
-                return cursor.rowcount
+            try:
+                with self.connection.transaction():
+                    self._copy_rows(self._table, checksums, vectors, with_key=True)
+                return len(checksums)
+            except psycopg.errors.UniqueViolation:
+                return self._store_skipping_existing(checksums, vectors)
+
+    def _copy_rows(
+        self, target: sql.Identifier, checksums: Sequence[str], vectors: np.ndarray, with_key: bool
+    ) -> None:
+        columns = (
+            ["model", "dimensions", "checksum", "embedding"]
+            if with_key
+            else ["checksum", "embedding"]
+        )
+        types = ["text", "int4", "text", "vector"] if with_key else ["text", "vector"]
+        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            target, sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        with self.connection.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.set_types(types)
+            if with_key:
+                for checksum, vector in zip(checksums, vectors, strict=True):
+                    copy.write_row((self.model, self.dimensions, checksum, vector))
+            else:
+                for checksum, vector in zip(checksums, vectors, strict=True):
+                    copy.write_row((checksum, vector))
+
+    def _store_skipping_existing(self, checksums: Sequence[str], vectors: np.ndarray) -> int:
+        staging = sql.Identifier("embedding_cache_staging")
+        self.connection.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS {} (checksum text, embedding vector)"
+                " ON COMMIT DELETE ROWS"
+            ).format(staging)
+        )
+        self.connection.execute(sql.SQL("TRUNCATE {}").format(staging))
+        self._copy_rows(staging, checksums, vectors, with_key=False)
+        inserted = self.connection.execute(
+            sql.SQL(
+                "INSERT INTO {} (model, dimensions, checksum, embedding)"
+                " SELECT %s, %s, checksum, embedding FROM {}"
+                " ON CONFLICT (model, dimensions, checksum) DO NOTHING"
+            ).format(self._table, staging),
+            (self.model, self.dimensions),
+        )
+        return inserted.rowcount

@@ -10,6 +10,8 @@ the old service's behaviour, `positive`, or `exclude` to leave tied videos out o
 from __future__ import annotations
 
 import json
+from itertools import groupby
+from operator import itemgetter
 from typing import Literal
 
 import pandas as pd
@@ -34,13 +36,24 @@ def latest_label_per_user(label_rows: pd.DataFrame) -> pd.DataFrame:
     return ordered.drop_duplicates(["aid", "user"], keep="last").reset_index(drop=True)
 
 
-def _user_labels_json(votes: pd.DataFrame) -> str:
-    """Each user's latest label and its time, as the trainer's `user_labels_json` column."""
-    by_user = {
-        row.user: {"label": bool(row.label), "created_at": row.created_at.isoformat()}
-        for row in votes.sort_values("user").itertuples(index=False)
-    }
-    return json.dumps(by_user, ensure_ascii=False, sort_keys=True)
+def user_labels_json(votes: pd.DataFrame) -> list[str]:
+    """Per aid (ascending), each user's latest label and its time as the `user_labels_json` text.
+
+    `votes` holds one row per (aid, user), sorted by aid then user (as `latest_label_per_user`
+    returns them). Built in one linear pass: a per-aid `groupby.apply` costs seconds per
+    100,000 videos.
+    """
+    fragments = [
+        f"{json.dumps(user, ensure_ascii=False)}: "
+        f'{{"created_at": "{created_at.isoformat()}", "label": {"true" if label else "false"}}}'
+        for user, label, created_at in zip(
+            votes["user"], votes["label"], votes["created_at"], strict=True
+        )
+    ]
+    return [
+        "{" + ", ".join(fragment for _, fragment in group) + "}"
+        for _, group in groupby(zip(votes["aid"], fragments, strict=True), key=itemgetter(0))
+    ]
 
 
 def consensus_labels(label_rows: pd.DataFrame, tie_policy: TiePolicy = "negative") -> pd.DataFrame:
@@ -75,9 +88,6 @@ def consensus_labels(label_rows: pd.DataFrame, tie_policy: TiePolicy = "negative
     label = positive_votes > negative_votes
     if tie_policy == "positive":
         label = label | tie
-    user_labels = votes.groupby("aid", sort=True)[["user", "label", "created_at"]].apply(
-        _user_labels_json
-    )
     result = pd.DataFrame(
         {
             "aid": counts.index.astype("int64"),
@@ -85,7 +95,7 @@ def consensus_labels(label_rows: pd.DataFrame, tie_policy: TiePolicy = "negative
             "inconsistent": ((positive_votes > 0) & (negative_votes > 0)).to_numpy(dtype=bool),
             "positive_votes": positive_votes.to_numpy(),
             "negative_votes": negative_votes.to_numpy(),
-            "user_labels_json": user_labels.reindex(counts.index).to_numpy(dtype=object),
+            "user_labels_json": pd.Series(user_labels_json(votes), dtype=object),
         }
     )
     if tie_policy == "exclude":

@@ -81,11 +81,13 @@ def model_inputs(texts: pd.DataFrame, max_tokens_per_input: int) -> pd.DataFrame
         text_checksum(sent) if was_cut else original
         for sent, was_cut, original in zip(inputs, truncated, non_empty["checksum"], strict=True)
     ]
+    # Object columns keep the str objects we already have; pandas' default string dtype
+    # would copy every text into Arrow memory a second time.
     return pd.DataFrame(
         {
             "aid": non_empty["aid"].to_numpy(dtype="int64"),
-            "input_text": inputs,
-            "input_checksum": checksums,
+            "input_text": pd.Series(inputs, dtype=object),
+            "input_checksum": pd.Series(checksums, dtype=object),
             "truncated": truncated,
         }
     )

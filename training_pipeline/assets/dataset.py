@@ -36,6 +36,7 @@ from training_pipeline.table_schemas import (
     table_metadata,
 )
 from training_pipeline.text import model_inputs
+from training_pipeline.vector_columns import vector_series
 
 LABELLED_DATASET_COLUMNS = [
     column("aid", "bigint", "Video id", nullable=False),
@@ -122,18 +123,23 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
                 preprocessed_text[["aid", "text", "checksum"]], on="aid", validate="one_to_one"
             )
             inputs = model_inputs(videos, settings.max_tokens_per_input)
-            rows = labels.merge(videos, on="aid", how="inner").merge(inputs, on="aid", how="inner")
+            rows = (
+                labels.merge(videos.drop(columns=["text", "checksum"]), on="aid")
+                .merge(inputs[["aid", "input_checksum"]], on="aid")
+                .sort_values("aid", ignore_index=True)
+            )
+            del videos, inputs
             cache = EmbeddingCache(connection, postgres.schema, model_name, settings.dimensions)
             cache.ensure_table()
-            vectors = cache.fetch(rows["input_checksum"].tolist())
+            vectors, found = cache.fetch_rows(rows["input_checksum"].tolist())
 
-        missing = rows[~rows["input_checksum"].isin(vectors.keys())]
-        if len(missing):
+        if not found.all():
+            missing = rows.loc[~found, "aid"]
             raise Failure(
                 description=(
                     f"{len(missing)} labelled videos of {', '.join(context.partition_keys)} have "
                     f"no cached `{model_name}` embedding "
-                    f"(e.g. aids {missing['aid'].head(5).tolist()}). "
+                    f"(e.g. aids {missing.head(5).tolist()}). "
                     f"Materialize {embedding_cache_key(model_name).to_user_string()} for these "
                     "ranges first (new labels on unembedded videos need embedding)."
                 )
@@ -141,22 +147,25 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
         result = pd.DataFrame(
             {
                 "aid": rows["aid"].to_numpy(dtype="int64"),
-                PARTITION_COLUMN: rows[PARTITION_COLUMN].to_numpy(),
+                PARTITION_COLUMN: rows[PARTITION_COLUMN].to_numpy(dtype=object),
                 "label": rows["label"].to_numpy(dtype=bool),
                 "inconsistent": rows["inconsistent"].to_numpy(dtype=bool),
                 "positive_votes": rows["positive_votes"].to_numpy(dtype="int32"),
                 "negative_votes": rows["negative_votes"].to_numpy(dtype="int32"),
-                "text_checksum": rows["input_checksum"].to_numpy(),
-                "embedding": pd.Series(
-                    [vectors[checksum] for checksum in rows["input_checksum"]], dtype=object
-                ).to_numpy(),
-                "metadata_json": [
-                    metadata_json(*fields)
-                    for fields in zip(rows["title"], rows["description"], rows["tags"], strict=True)
-                ],
-                "user_labels_json": rows["user_labels_json"].to_numpy(),
+                "text_checksum": rows["input_checksum"].to_numpy(dtype=object),
+                "embedding": vector_series(vectors),
+                "metadata_json": pd.Series(
+                    [
+                        metadata_json(*fields)
+                        for fields in zip(
+                            rows["title"], rows["description"], rows["tags"], strict=True
+                        )
+                    ],
+                    dtype=object,
+                ),
+                "user_labels_json": rows["user_labels_json"].to_numpy(dtype=object),
             }
-        ).sort_values("aid", ignore_index=True)
+        )
         labelled_videos = int(labels["aid"].nunique())
         context.add_output_metadata(
             {

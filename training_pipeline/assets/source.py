@@ -59,7 +59,7 @@ def raw_video_text(
     with postgres.connect() as connection:
         for aid_range in ranges_of(context):
             frame = video_source.read_video_text(connection, aid_range)
-            frame.insert(1, PARTITION_COLUMN, aid_range.key)
+            frame.insert(1, PARTITION_COLUMN, pd.Series([aid_range.key] * len(frame), dtype=object))
             frames.append(frame)
     result = pd.concat(frames, ignore_index=True)
     context.add_output_metadata({"videos": len(result)})

@@ -51,10 +51,10 @@ def preprocessed_text(context: AssetExecutionContext, raw_video_text: pd.DataFra
     result = pd.DataFrame(
         {
             "aid": raw_video_text["aid"].to_numpy(dtype="int64"),
-            PARTITION_COLUMN: raw_video_text[PARTITION_COLUMN].to_numpy(),
-            "text_format": TEXT_FORMAT,
-            "text": texts,
-            "checksum": [text_checksum(text) for text in texts],
+            PARTITION_COLUMN: raw_video_text[PARTITION_COLUMN].to_numpy(dtype=object),
+            "text_format": pd.Series([TEXT_FORMAT] * len(texts), dtype=object),
+            "text": pd.Series(texts, dtype=object),
+            "checksum": pd.Series([text_checksum(text) for text in texts], dtype=object),
         }
     )
     empty = int((result["text"] == "").sum())

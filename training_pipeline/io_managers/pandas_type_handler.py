@@ -10,23 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 import psycopg
-from dagster import InputContext, MetadataValue, OutputContext, TableColumn, TableSchema
+from dagster import InputContext, MetadataValue, OutputContext, TableSchema
 from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from psycopg import sql
 
+from training_pipeline.io_managers.table_io import PANDAS_DTYPES, read_table, write_frame
 from training_pipeline.sql_names import validate_identifier
 from training_pipeline.table_schemas import schema_from_metadata
 
-PANDAS_DTYPES = {
-    "bigint": "int64",
-    "integer": "int32",
-    "boolean": "bool",
-    "double precision": "float64",
-    "real": "float32",
-}
 SUPPORTED_TYPES = {*PANDAS_DTYPES, "text", "timestamptz", "vector", "jsonb"}
 
 
@@ -105,14 +98,6 @@ def _check_frame(frame: pd.DataFrame, schema: TableSchema, table_slice: TableSli
             raise ValueError(f"output of {asset}: column {col.name} is NOT NULL but has nulls")
 
 
-def _copy_values(series: pd.Series, pg_type: str) -> Sequence[object]:
-    """Column values as Python objects psycopg can dump, with None for nulls."""
-    if pg_type == "vector":
-        return list(series)
-    values = series.astype(object)
-    return values.where(series.notna(), None).tolist()
-
-
 class PandasPostgresTypeHandler(DbTypeHandler[pd.DataFrame]):
     """pandas DataFrame <-> PostgreSQL table, columns as declared by the asset."""
 
@@ -136,15 +121,7 @@ class PandasPostgresTypeHandler(DbTypeHandler[pd.DataFrame]):
                 f"{asset} declares {declared}; drop the table (it is rebuilt by "
                 "re-materializing) or migrate it"
             )
-        types = [col.type for col in schema.columns]
-        columns = [_copy_values(obj[col.name], col.type) for col in schema.columns]
-        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-            table_identifier(table_slice), sql.SQL(", ").join(map(sql.Identifier, declared))
-        )
-        with connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
-            copy.set_types(types)
-            for row in zip(*columns, strict=True):
-                copy.write_row(row)
+        write_frame(connection, table_identifier(table_slice), obj, schema.columns)
         return {"dagster/row_count": MetadataValue.int(len(obj))}
 
     def load_input(
@@ -172,55 +149,3 @@ class PandasPostgresTypeHandler(DbTypeHandler[pd.DataFrame]):
     @property
     def supported_types(self) -> Sequence[type[object]]:
         return [pd.DataFrame]
-
-
-def read_table(
-    connection: psycopg.Connection,
-    target: sql.Identifier,
-    columns: Sequence[TableColumn],
-    partition_column: str | None = None,
-    keys: Sequence[str] | None = None,
-    aids: Sequence[int] | None = None,
-) -> pd.DataFrame:
-    """Rows of the given partitions (all if `keys` is None), optionally only `aids`, by aid."""
-    names = [col.name for col in columns]
-    select = sql.SQL("SELECT {} FROM {}").format(
-        sql.SQL(", ").join(map(sql.Identifier, names)), target
-    )
-    conditions: list[sql.Composable] = []
-    params: list[object] = []
-    if keys is not None and partition_column is not None:
-        conditions.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(partition_column)))
-        params.append(list(keys))
-    if aids is not None:
-        conditions.append(sql.SQL("aid = ANY(%s::bigint[])"))
-        params.append(list(aids))
-    if conditions:
-        select += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions)
-    if "aid" in names:
-        select += sql.SQL(" ORDER BY aid")
-    with connection.cursor(binary=True) as cursor:
-        rows = cursor.execute(select, params).fetchall()
-    return frame_from_rows(rows, columns)
-
-
-def frame_from_rows(rows: list[tuple], columns: Sequence[TableColumn]) -> pd.DataFrame:
-    """Build a DataFrame with the dtypes the declared PostgreSQL types imply."""
-    data: dict[str, object] = {}
-    for index, col in enumerate(columns):
-        values = [row[index] for row in rows]
-        dtype = PANDAS_DTYPES.get(col.type)
-        if col.type == "vector":
-            data[col.name] = pd.Series(values, dtype=object)
-        elif col.type == "timestamptz":
-            data[col.name] = pd.to_datetime(pd.Series(values, dtype=object), utc=True)
-        elif dtype and any(value is None for value in values):
-            nullable = {"int64": "Int64", "int32": "Int32", "bool": "boolean"}.get(dtype, dtype)
-            data[col.name] = pd.Series(values, dtype=nullable)
-        elif dtype:
-            data[col.name] = pd.Series(
-                np.asarray(values, dtype=dtype) if values else [], dtype=dtype
-            )
-        else:
-            data[col.name] = pd.Series(values, dtype=object)
-    return pd.DataFrame(data)

@@ -44,7 +44,8 @@ class VideoSourceResource(ConfigurableResource):
             "SELECT aid, title, description, tags FROM {} WHERE aid BETWEEN %s AND %s ORDER BY aid"
         ).format(self.metadata_identifier)
         rows = connection.execute(query, (aid_range.first, aid_range.last)).fetchall()
-        frame = pd.DataFrame.from_records(rows, columns=list(VIDEO_TEXT_COLUMNS))
+        # dtype=object keeps psycopg's str objects instead of copying them into Arrow strings.
+        frame = pd.DataFrame(rows, columns=list(VIDEO_TEXT_COLUMNS), dtype=object)
         return frame.astype({"aid": "int64"})
 
     def read_label_rows(self, connection: psycopg.Connection, aid_range: AidRange) -> pd.DataFrame:
@@ -53,7 +54,8 @@ class VideoSourceResource(ConfigurableResource):
             'SELECT id, aid, label, "user", created_at FROM {} WHERE aid BETWEEN %s AND %s'
         ).format(self.labels_identifier)
         rows = connection.execute(query, (aid_range.first, aid_range.last)).fetchall()
-        frame = pd.DataFrame.from_records(rows, columns=list(LABEL_ROW_COLUMNS))
+        frame = pd.DataFrame(rows, columns=list(LABEL_ROW_COLUMNS), dtype=object)
+        frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
         return frame.astype({"id": "int64", "aid": "int64", "label": "bool"})
 
     def read_all_aids(self, connection: psycopg.Connection) -> list[int]:

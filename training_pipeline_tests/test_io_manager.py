@@ -12,6 +12,7 @@ from training_pipeline.io_managers.postgres_io_manager import PostgresPandasIOMa
 from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME, aid_ranges_partitions
 from training_pipeline.resources.database import PostgresResource
 from training_pipeline.table_schemas import column, partition_column, table_metadata
+from training_pipeline.vector_columns import vector_matrix
 
 KEYS = ["0-99", "100-199", "200-299"]
 COLUMNS = [
@@ -181,5 +182,6 @@ def test_loads_one_partition_a_range_and_all(database_url, instance, partitions)
         frame = read_table(connection, target, COLUMNS, "aid_range", KEYS[1:])
     assert len(frame) == 6
     assert frame["aid"].dtype == "int64"
-    assert isinstance(frame["embedding"].iloc[0], np.ndarray)
-    assert frame["embedding"].iloc[0].dtype == np.float32
+    matrix = vector_matrix(frame["embedding"])  # one float32 matrix, no per-row objects
+    assert matrix.dtype == np.float32 and matrix.shape == (6, 4)
+    assert (matrix == 1.0).all()

@@ -1,0 +1,107 @@
+"""One warm-path materialization in its own process, for the storage benchmark.
+
+Materializes raw text, preprocessed text, the embedding cache (everything already cached, so
+no model call) and the labelled dataset of one aid range, then prints the wall time and peak
+resident memory as JSON. Two ways:
+
+- `multiprocess` (how Dagster runs a job launched from the UI, a schedule or a backfill):
+  every step in its own process; the peak is the largest step process's.
+- `in_process` (how `materialize()` and the demo run): all steps in this process; the peak
+  includes what earlier steps left on the heap.
+
+Usage: python -m benchmarks.warm_path_run MODELS_TOML MODEL PARTITION_KEY {multiprocess|in_process}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    define_asset_job,
+    execute_job,
+    in_process_executor,
+    multiprocess_executor,
+    reconstructable,
+)
+
+from training_pipeline.assets.dataset import labelled_dataset_key
+from training_pipeline.assets.embeddings import embedding_cache_key
+from training_pipeline.definitions import build_definitions
+from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME
+
+
+def current_rss_bytes() -> int:
+    """Resident memory now (Linux /proc)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize()
+
+
+def warm_path_job():
+    """The four warm-path assets of one model as a job (reconstructable: reads its env)."""
+    model = os.environ["WARM_PATH_MODEL"]
+    executor = {"multiprocess": multiprocess_executor, "in_process": in_process_executor}[
+        os.environ["WARM_PATH_EXECUTOR"]
+    ]
+    job = define_asset_job(
+        "warm_path",
+        selection=[
+            AssetKey("raw_video_text"),
+            AssetKey("preprocessed_text"),
+            embedding_cache_key(model),
+            labelled_dataset_key(model),
+        ],
+        executor_def=executor,
+    )
+    defs = build_definitions(os.environ["WARM_PATH_MODELS_TOML"], jobs=[job])
+    return defs.get_job_def("warm_path")
+
+
+def main(models_toml: str, model: str, partition_key: str, executor: str) -> None:
+    os.environ.update(
+        WARM_PATH_MODELS_TOML=models_toml, WARM_PATH_MODEL=model, WARM_PATH_EXECUTOR=executor
+    )
+    with tempfile.TemporaryDirectory() as home:
+        Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        with DagsterInstance.from_config(home) as instance:
+            instance.add_dynamic_partitions(AID_RANGES_PARTITIONS_NAME, [partition_key])
+            rss_before = current_rss_bytes()
+            started = time.perf_counter()
+            result = execute_job(
+                reconstructable(warm_path_job),
+                instance=instance,
+                tags={"dagster/partition": partition_key},
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            )
+            seconds = time.perf_counter() - started
+            new_embeddings = None
+            for event in result.get_asset_materialization_events():
+                materialization = event.event_specific_data.materialization
+                if materialization.asset_key == embedding_cache_key(model):
+                    new_embeddings = materialization.metadata["new_embeddings"].value
+            success = result.success
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    print(
+        json.dumps(
+            {
+                "executor": executor,
+                "seconds": seconds,
+                "peak_rss_bytes": own if executor == "in_process" else children,
+                "rss_before_bytes": rss_before,
+                "new_embeddings": new_embeddings,
+                "success": success,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])

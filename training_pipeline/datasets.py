@@ -5,13 +5,18 @@ The file format is the one the existing trainer reads (`parquet_v1`, zstd). Ids 
 to its final name, which fails if the id is taken, so two builds can never overwrite each other
 and a crashed build never leaves a half-written file under a real id. The sidecar is written
 last; a snapshot without a sidecar is incomplete and is not listed.
+
+Deleting or exporting a snapshot touches its two files only: never the database, never the
+embedding cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +36,23 @@ _DATASET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 class DatasetIdError(ValueError):
     """A dataset id that is malformed or already taken."""
+
+
+class DatasetNotFoundError(LookupError):
+    """No snapshot with that id in the folder."""
+
+
+class DatasetExportError(RuntimeError):
+    """An export that would overwrite files, or whose destination is unusable."""
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (two snapshots of the same rows have the same digest)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def validate_dataset_id(dataset_id: str) -> str:
@@ -55,6 +77,9 @@ class SnapshotFiles:
 
     parquet: Path
     sidecar: Path
+
+    def __iter__(self) -> Iterator[Path]:
+        return iter((self.parquet, self.sidecar))
 
 
 class DatasetStore:
@@ -93,6 +118,7 @@ class DatasetStore:
             "file_format": FILE_FORMAT,
             "compression": COMPRESSION,
             "file_size_bytes": files.parquet.stat().st_size,
+            "file_sha256": file_sha256(files.parquet),
             "columns": table.column_names,
             "total_records": table.num_rows,
         }
@@ -106,20 +132,75 @@ class DatasetStore:
     def read_metadata(self, dataset_id: str) -> dict[str, Any]:
         files = self.files(dataset_id)
         if not files.sidecar.exists():
-            raise FileNotFoundError(f"no dataset snapshot {dataset_id!r} in {self.base_dir}")
+            raise DatasetNotFoundError(f"no dataset snapshot {dataset_id!r} in {self.base_dir}")
         return json.loads(files.sidecar.read_text(encoding="utf-8"))
 
     def list(self) -> Iterator[dict[str, Any]]:
-        """Sidecars of every complete snapshot, oldest first."""
+        """Sidecars of every complete snapshot, oldest first (by `created_at`, then id)."""
         if not self.base_dir.exists():
             return iter(())
-        sidecars = [json.loads(p.read_text("utf-8")) for p in self.base_dir.glob("*.metadata.json")]
-        return iter(sorted(sidecars, key=lambda s: (s.get("created_at", ""), s["dataset_id"])))
+        sidecars = []
+        for path in self.base_dir.glob("*.metadata.json"):
+            try:
+                sidecar = json.loads(path.read_text("utf-8"))
+            except (OSError, ValueError):
+                continue  # removed meanwhile, or not a sidecar of ours
+            if isinstance(sidecar, dict) and "dataset_id" in sidecar:
+                sidecars.append(sidecar)
+        return iter(
+            sorted(sidecars, key=lambda s: (str(s.get("created_at", "")), str(s["dataset_id"])))
+        )
 
-    def delete(self, dataset_id: str) -> None:
+    def export(self, dataset_id: str, destination: Path, *, force: bool = False) -> SnapshotFiles:
+        """Copy a snapshot's Parquet file and sidecar out of the store.
+
+        A `destination` ending in `.parquet` names the Parquet copy, and the sidecar goes next to
+        it as `<stem>.metadata.json`; any other `destination` is a folder (created if missing)
+        where both files keep their names. Existing files are only replaced with `force`.
+        """
+        source = self.files(dataset_id)
+        self.read_metadata(dataset_id)  # a snapshot without a sidecar is incomplete
+        destination = Path(destination)
+        if destination.suffix == ".parquet" and not destination.is_dir():
+            target = SnapshotFiles(
+                parquet=destination,
+                sidecar=destination.with_name(f"{destination.stem}.metadata.json"),
+            )
+        else:
+            if destination.exists() and not destination.is_dir():
+                raise DatasetExportError(
+                    f"cannot export to {destination}: it is a file (name a folder, or a path "
+                    "ending in .parquet)"
+                )
+            target = SnapshotFiles(
+                parquet=destination / source.parquet.name,
+                sidecar=destination / source.sidecar.name,
+            )
+        if target.parquet.parent.resolve() == self.base_dir.resolve():
+            raise DatasetExportError(
+                f"export to a place outside the datasets folder {self.base_dir} (a copy there "
+                "would be listed as a second snapshot with the same id)"
+            )
+        existing = [str(path) for path in target if path.exists()]
+        if existing and not force:
+            raise DatasetExportError(
+                f"not overwriting {', '.join(existing)} (use --force to replace)"
+            )
+        target.parquet.parent.mkdir(parents=True, exist_ok=True)
+        for origin, copy in ((source.parquet, target.parquet), (source.sidecar, target.sidecar)):
+            temporary = copy.with_name(f".{copy.name}.{uuid.uuid4().hex}.tmp")
+            try:
+                shutil.copyfile(origin, temporary)
+                os.replace(temporary, copy)
+            finally:
+                temporary.unlink(missing_ok=True)
+        return target
+
+    def delete(self, dataset_id: str) -> SnapshotFiles:
         """Remove a snapshot's files (never anything else, and never the embedding cache)."""
         files = self.files(dataset_id)
         if not files.parquet.exists() and not files.sidecar.exists():
-            raise FileNotFoundError(f"no dataset snapshot {dataset_id!r} in {self.base_dir}")
+            raise DatasetNotFoundError(f"no dataset snapshot {dataset_id!r} in {self.base_dir}")
         files.sidecar.unlink(missing_ok=True)
         files.parquet.unlink(missing_ok=True)
+        return files

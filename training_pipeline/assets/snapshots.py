@@ -3,23 +3,36 @@
 A snapshot reads the labelled dataset of the chosen aid ranges (default: every materialized
 range) or of an explicit aid list, and writes it in the trainer's `parquet_v1` format under a
 new, validated, unique dataset id.
+
+Snapshots are reproducible: rows are ordered by aid, the `split` column depends on the aid and
+the configured ratios only, and the Parquet file holds no time or random value, so the same
+labelled rows always give a byte-identical file. The sidecar records where the rows came from:
+the model, the text format, the tie policy and, per aid range, the materialization (run, time,
+data version) that wrote the rows, plus the latest asset check results of the labelled dataset.
 """
 
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from dagster import (
+    AssetCheckKey,
     AssetExecutionContext,
     AssetKey,
+    AssetRecordsFilter,
     AssetsDefinition,
     Config,
+    DagsterEventType,
+    DagsterInstance,
     Failure,
     MaterializeResult,
     MetadataValue,
     asset,
 )
+from dagster._core.event_api import PartitionKeyFilter
 from psycopg import sql
 from pydantic import Field
 
@@ -35,8 +48,16 @@ from training_pipeline.models_config import EmbeddingModelConfig, model_slug
 from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME, ranges_containing
 from training_pipeline.resources.database import PostgresResource
 from training_pipeline.resources.dataset_store import DatasetStoreResource
+from training_pipeline.splits import (
+    SPLIT_METHOD,
+    SplitRatios,
+    SplitRatiosError,
+    assign_splits,
+    split_counts,
+)
 from training_pipeline.table_schemas import PARTITION_COLUMN
 from training_pipeline.text import TEXT_FORMAT
+from training_pipeline.vector_columns import vector_matrix
 
 PARQUET_COLUMNS = [
     "aid",
@@ -49,7 +70,10 @@ PARQUET_COLUMNS = [
     "positive_votes",
     "negative_votes",
     "aid_range",
+    "split",
 ]
+DATA_VERSION_TAG = "dagster/data_version"
+UNPARTITIONED = "unpartitioned"
 
 
 class SnapshotConfig(Config):
@@ -65,6 +89,11 @@ class SnapshotConfig(Config):
     aids: list[int] | None = Field(
         default=None, description="Only these aids (within the chosen ranges)"
     )
+    train_ratio: float = Field(default=0.8, description="Share of the 'train' split")
+    validation_ratio: float = Field(default=0.1, description="Share of the 'validation' split")
+    test_ratio: float = Field(
+        default=0.1, description="Share of the 'test' split (the three ratios must sum to 1)"
+    )
 
 
 def dataset_snapshot_key(model_name: str) -> AssetKey:
@@ -72,12 +101,10 @@ def dataset_snapshot_key(model_name: str) -> AssetKey:
     return AssetKey(["dataset_snapshot", model_slug(model_name)])
 
 
-def to_arrow(rows: pd.DataFrame, dimensions: int) -> pa.Table:
+def to_arrow(rows: pd.DataFrame, dimensions: int, splits: Sequence[str]) -> pa.Table:
     """The trainer's columns; `embedding` as list<float32> (the `parquet_v1` format)."""
     matrix = (
-        np.stack(rows["embedding"].to_list()).astype(np.float32, copy=False)
-        if len(rows)
-        else np.empty((0, dimensions), np.float32)
+        vector_matrix(rows["embedding"]) if len(rows) else np.empty((0, dimensions), np.float32)
     )
     embedding = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), dimensions).cast(
         pa.list_(pa.float32())
@@ -93,6 +120,7 @@ def to_arrow(rows: pd.DataFrame, dimensions: int) -> pa.Table:
         "positive_votes": pa.array(rows["positive_votes"].to_numpy(dtype="int32")),
         "negative_votes": pa.array(rows["negative_votes"].to_numpy(dtype="int32")),
         "aid_range": pa.array(rows[PARTITION_COLUMN].tolist(), pa.string()),
+        "split": pa.array(list(splits), pa.string()),
     }
     return pa.table([columns[name] for name in PARQUET_COLUMNS], names=PARQUET_COLUMNS)
 
@@ -105,6 +133,120 @@ def previous_snapshot_time(store: DatasetStore, model_name: str) -> str | None:
         if sidecar.get("stats", {}).get("embedding_model") == model_name
     ]
     return max(times) if times else None
+
+
+def _iso(timestamp: float | None) -> str | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def _plain(value: Any) -> Any:
+    """A metadata value as JSON, or None when it has no plain JSON form."""
+    value = getattr(value, "value", value)
+    return value if isinstance(value, str | int | float | bool) or value is None else None
+
+
+def latest_materialization_ids(
+    instance: DagsterInstance, asset_key: AssetKey, keys: Sequence[str]
+) -> dict[str, int]:
+    """Storage id of the latest materialization of each partition (absent: never materialized)."""
+    return dict(
+        instance.event_log_storage.get_latest_storage_id_by_partition(
+            asset_key, DagsterEventType.ASSET_MATERIALIZATION, set(keys)
+        )
+    )
+
+
+def partition_lineage(
+    instance: DagsterInstance, asset_key: AssetKey, storage_ids: Mapping[str, int]
+) -> dict[str, dict[str, Any]]:
+    """Per partition: the materialization that wrote its current rows (run, time, data version)."""
+    if not storage_ids:
+        return {}
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=asset_key, storage_ids=list(storage_ids.values())),
+        limit=len(storage_ids),
+    ).records
+    lineage: dict[str, dict[str, Any]] = {}
+    for record in records:
+        materialization = record.asset_materialization
+        if materialization is None or record.partition_key is None:
+            continue
+        metadata = materialization.metadata
+        lineage[record.partition_key] = {
+            "run_id": record.run_id,
+            "materialized_at": _iso(record.timestamp),
+            "storage_id": record.storage_id,
+            "data_version": (materialization.tags or {}).get(DATA_VERSION_TAG),
+            "tie_policy": _plain(metadata.get("tie_policy")),
+            "materialized_rows": _plain(metadata.get("rows")),
+        }
+    return lineage
+
+
+def _check_keys(
+    context: AssetExecutionContext, asset_key: AssetKey, run_ids: Iterable[str]
+) -> set[AssetCheckKey]:
+    """Checks of the asset: those defined in the code location (or the run's job) and those
+    evaluated in the runs that wrote the snapshot's partitions."""
+    keys: set[AssetCheckKey] = set()
+    try:
+        graph = context.repository_def.asset_graph
+    except Exception:  # `materialize()` runs have no repository; their job still has a graph
+        graph = context.job_def.asset_layer.asset_graph
+    keys.update(graph.get_check_keys_for_assets({asset_key}))
+    for run_id in set(run_ids):
+        for event in context.instance.all_logs(
+            run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+        ):
+            check_key = event.get_dagster_event().asset_check_evaluation_data.asset_check_key
+            if check_key.asset_key == asset_key:
+                keys.add(check_key)
+    return keys
+
+
+def latest_check_results(
+    context: AssetExecutionContext,
+    asset_key: AssetKey,
+    lineage: Mapping[str, Mapping[str, Any]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """The latest result of every asset check of `asset_key`: per check name, per aid range
+    (`unpartitioned` for checks that ran without a partition). `current` says whether the
+    evaluated materialization is the one whose rows are in the snapshot. Empty if no checks."""
+    check_keys = sorted(
+        _check_keys(context, asset_key, [entry["run_id"] for entry in lineage.values()]),
+        key=lambda key: key.name,
+    )
+    if not check_keys:
+        return {}
+    storage = context.instance.event_log_storage
+    current_ids = {entry["storage_id"] for entry in lineage.values()}
+    results: dict[str, dict[str, dict[str, Any]]] = {key.name: {} for key in check_keys}
+    for partition in [*lineage, None]:
+        latest = storage.get_latest_asset_check_execution_by_key(
+            check_keys, partition_filter=PartitionKeyFilter(key=partition)
+        )
+        for check_key, record in latest.items():
+            entry: dict[str, Any] = {
+                "status": record.status.value,
+                "run_id": record.run_id,
+                "evaluated_at": _iso(record.create_timestamp),
+            }
+            event = record.event.get_dagster_event() if record.event else None
+            if event is not None and event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+                evaluation = event.asset_check_evaluation_data
+                target = evaluation.target_materialization_data
+                entry |= {
+                    "passed": evaluation.passed,
+                    "severity": evaluation.severity.value,
+                    "description": evaluation.description,
+                    "metadata": {
+                        name: _plain(value) for name, value in (evaluation.metadata or {}).items()
+                    },
+                    "evaluated_at": _iso(record.event.timestamp),
+                    "current": None if target is None else target.storage_id in current_ids,
+                }
+            results[check_key.name][partition or UNPARTITIONED] = entry
+    return results
 
 
 def choose_ranges(
@@ -130,18 +272,27 @@ def choose_ranges(
     return available
 
 
+def snapshot_tie_policy(lineage: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The tie policy of every partition, `mixed` if they differ, None if none was recorded."""
+    policies = {entry.get("tie_policy") for entry in lineage.values()} - {None}
+    if len(policies) > 1:
+        return "mixed"
+    return next(iter(policies), None)
+
+
 def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> AssetsDefinition:
     """The dataset snapshot asset of one configured model."""
+    source_key = labelled_dataset_key(model_name)
 
     @asset(
         key=dataset_snapshot_key(model_name),
-        deps=[labelled_dataset_key(model_name)],
+        deps=[source_key],
         group_name="datasets",
         kinds={"parquet"},
         tags={"model": model_slug(model_name)},
         description=(
             f"Parquet snapshot of the `{model_name}` labelled dataset for the trainer "
-            "(parquet_v1 + <id>.metadata.json sidecar)."
+            "(parquet_v1 + <id>.metadata.json sidecar), with a deterministic split column."
         ),
     )
     def dataset_snapshot(
@@ -150,6 +301,10 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
         postgres: PostgresResource,
         dataset_store: DatasetStoreResource,
     ) -> MaterializeResult:
+        try:
+            ratios = SplitRatios(config.train_ratio, config.validation_ratio, config.test_ratio)
+        except SplitRatiosError as error:
+            raise Failure(description=f"invalid snapshot config: {error}") from None
         store = dataset_store.store()
         dataset_id = validate_dataset_id(
             new_dataset_id(model_name) if config.dataset_id is None else config.dataset_id
@@ -159,6 +314,7 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
         keys = choose_ranges(context, model_name, config)
         if not keys:
             raise Failure(description="no materialized labelled dataset matches the selection")
+        storage_ids = latest_materialization_ids(context.instance, source_key, keys)
         table = sql.Identifier(postgres.schema, labelled_dataset_table(model_name))
         cache_table = sql.Identifier(postgres.schema, CACHE_TABLE)
         since = previous_snapshot_time(store, model_name)
@@ -174,6 +330,13 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
                 ).format(cache_table)
                 params = (model_name, model.dimensions, list(set(rows["text_checksum"])), since)
                 new_embeddings = connection.execute(query, params).fetchone()[0]
+        if latest_materialization_ids(context.instance, source_key, keys) != storage_ids:
+            raise Failure(
+                description=(
+                    f"{source_key.to_user_string()} was re-materialized while the snapshot read "
+                    "it; run the snapshot again"
+                )
+            )
         if rows.empty:
             raise Failure(description="the selection has no labelled rows")
         if config.aids is not None:
@@ -183,13 +346,36 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
                     f"{len(missing)} requested aids are not in the labelled dataset "
                     f"(unlabelled, without text, or not materialized): {missing[:10]}"
                 )
+        if not rows["aid"].is_monotonic_increasing:  # read_table orders by aid already
+            rows = rows.sort_values("aid", kind="stable", ignore_index=True)
+        splits = assign_splits(rows["aid"].tolist(), ratios)
+        lineage = partition_lineage(context.instance, source_key, storage_ids)
+        rows_per_range = rows[PARTITION_COLUMN].value_counts().to_dict()
+        partitions = {
+            key: {**lineage.get(key, {}), "rows": int(rows_per_range.get(key, 0))} for key in keys
+        }
+        tie_policy = snapshot_tie_policy(lineage)
+        if tie_policy == "mixed":
+            context.log.warning(
+                "the aid ranges of this snapshot were built with different tie policies: "
+                + ", ".join(f"{key}={entry.get('tie_policy')}" for key, entry in lineage.items())
+            )
         distinct = int(rows["text_checksum"].nunique())
         sidecar = {
             "description": config.description,
             "created_at": datetime.now(UTC).isoformat(),
+            "embedding_model": model_name,
             "embedding_dimension": model.dimensions,
             "text_format": TEXT_FORMAT,
+            "tie_policy": tie_policy,
+            "source_asset": source_key.to_user_string(),
             "aid_ranges": keys,
+            "aids": sorted(set(config.aids)) if config.aids is not None else None,
+            "partitions": partitions,
+            "checks": latest_check_results(context, source_key, lineage),
+            "split_method": SPLIT_METHOD,
+            "split_ratios": ratios.as_dict(),
+            "split_rows": split_counts(splits),
             "stats": {
                 "total_records": len(rows),
                 "new_embeddings": int(min(new_embeddings, distinct)),
@@ -198,7 +384,7 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
                 "embedding_model": model_name,
             },
         }
-        written = store.write(dataset_id, to_arrow(rows, model.dimensions), sidecar)
+        written = store.write(dataset_id, to_arrow(rows, model.dimensions, splits), sidecar)
         files = store.files(dataset_id)
         context.log.info(f"dataset {dataset_id}: {len(rows)} rows written to {files.parquet}")
         return MaterializeResult(
@@ -210,6 +396,9 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
                 "new_embeddings": written["stats"]["new_embeddings"],
                 "reused_embeddings": written["stats"]["reused_embeddings"],
                 "file_size_bytes": written["file_size_bytes"],
+                "file_sha256": written["file_sha256"],
+                "tie_policy": str(tie_policy),
+                **{f"{name}_rows": count for name, count in written["split_rows"].items()},
             }
         )
 

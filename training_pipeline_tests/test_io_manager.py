@@ -1,5 +1,11 @@
 """The Postgres IO manager through real materializations: partition replacement, loads, failures."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pandas as pd
 import psycopg
@@ -185,3 +191,68 @@ def test_loads_one_partition_a_range_and_all(database_url, instance, partitions)
     matrix = vector_matrix(frame["embedding"])  # one float32 matrix, no per-row objects
     assert matrix.dtype == np.float32 and matrix.shape == (6, 4)
     assert (matrix == 1.0).all()
+
+
+KILLED_WRITER = """
+import sys
+from dagster import DagsterInstance, materialize
+from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME
+from training_pipeline_tests.test_io_manager import KEYS, resources, vector_rows
+
+with DagsterInstance.ephemeral() as instance:
+    instance.add_dynamic_partitions(AID_RANGES_PARTITIONS_NAME, KEYS)
+    materialize(
+        [vector_rows], partition_key=KEYS[0], instance=instance, resources=resources(),
+        run_config={"ops": {"vector_rows": {"config": {"rows": 600000, "version": 9}}}},
+    )
+"""
+
+
+def copy_in_progress(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state = 'active' AND query LIKE 'COPY%%vector_rows%%'"
+        ).fetchone()
+    return row[0] > 0
+
+
+def test_sigkill_during_a_partition_write_keeps_the_previous_rows(
+    database_url, instance, partitions
+):
+    write(instance, KEYS[0], rows=3)
+    before = rows_by_partition(database_url)
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER], env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 120
+        while not copy_in_progress(database_url):
+            assert writer.poll() is None, "the writer ended before its COPY was seen"
+            assert time.monotonic() < deadline, "the writer never started its COPY"
+            time.sleep(0.05)
+        writer.send_signal(signal.SIGKILL)
+    finally:
+        writer.wait(timeout=30)
+    assert writer.returncode == -signal.SIGKILL
+    assert rows_by_partition(database_url) == before
+
+
+def test_writes_of_different_partitions_do_not_block_each_other(database_url, instance, partitions):
+    write(instance, KEYS[0], rows=3)
+    write(instance, KEYS[1], rows=3)
+    # Another writer is half-way through replacing partition 0: rows deleted, new ones not
+    # committed. Partition 1 must still be writable meanwhile, and both results must hold.
+    other = psycopg.connect(database_url)
+    other.execute("DELETE FROM training_pipeline.vector_rows WHERE aid_range = %s", (KEYS[0],))
+    other.execute(
+        "INSERT INTO training_pipeline.vector_rows VALUES (5, %s, 'other', '[7,7,7,7]')",
+        (KEYS[0],),
+    )
+    other.execute("SET statement_timeout = '20s'")
+    started = time.monotonic()
+    write(instance, KEYS[1], rows=2, version=2)
+    assert time.monotonic() - started < 15
+    other.commit()
+    other.close()
+    after = rows_by_partition(database_url)
+    assert after[KEYS[0]] == [(5, "other", "[7,7,7,7]")]
+    assert after[KEYS[1]] == [(100, "v2", "[2,2,2,2]"), (101, None, "[2,2,2,2]")]

@@ -13,6 +13,7 @@ from dagster import (
     AssetIn,
     AssetKey,
     AssetsDefinition,
+    BackfillPolicy,
     Config,
     Failure,
     MetadataValue,
@@ -23,6 +24,7 @@ from pydantic import Field
 from training_pipeline.assets.embeddings import embedding_cache_key
 from training_pipeline.assets.source import VIDEO_LABELS_KEY, ranges_of
 from training_pipeline.embedding_cache import EmbeddingCache
+from training_pipeline.fingerprints import LABEL_FINGERPRINTS_KEY, label_fingerprints
 from training_pipeline.labels import TiePolicy, consensus_labels
 from training_pipeline.models_config import EmbeddingModelConfig, model_slug
 from training_pipeline.partitions import aid_ranges_partitions
@@ -94,6 +96,7 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
         },
         deps=[embedding_cache_key(model_name), VIDEO_LABELS_KEY],
         partitions_def=aid_ranges_partitions,
+        backfill_policy=BackfillPolicy.single_run(),
         metadata=table_metadata(labelled_dataset_table(model_name), LABELLED_DATASET_COLUMNS),
         group_name="datasets",
         kinds={"postgres", "pgvector", "pandas"},
@@ -113,11 +116,12 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
         embedding_models: EmbeddingModelsResource,
     ) -> pd.DataFrame:
         settings = embedding_models.model(model_name)
-        with postgres.connect() as connection:
+        ranges = ranges_of(context)
+        with postgres.connect(repeatable_read=True) as connection:
             label_rows = pd.concat(
-                [video_source.read_label_rows(connection, r) for r in ranges_of(context)],
-                ignore_index=True,
+                [video_source.read_label_rows(connection, r) for r in ranges], ignore_index=True
             )
+            fingerprints = label_fingerprints(connection, video_source, ranges)
             labels = consensus_labels(label_rows, config.tie_policy)
             videos = raw_video_text.merge(
                 preprocessed_text[["aid", "text", "checksum"]], on="aid", validate="one_to_one"
@@ -179,6 +183,7 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
                     float(result["label"].mean()) if len(result) else 0.0
                 ),
                 "tie_policy": config.tie_policy,
+                LABEL_FINGERPRINTS_KEY: MetadataValue.json(fingerprints),
                 "embedding_dimensions": settings.dimensions,
             }
         )

@@ -1,8 +1,16 @@
 """The upstream tables as external assets, and the raw video text of each aid range."""
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetKey, AssetSpec, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    BackfillPolicy,
+    MetadataValue,
+    asset,
+)
 
+from training_pipeline.fingerprints import SOURCE_FINGERPRINTS_KEY, source_fingerprints
 from training_pipeline.partitions import AidRange, aid_ranges_partitions
 from training_pipeline.resources.database import PostgresResource
 from training_pipeline.resources.sources import VideoSourceResource
@@ -47,6 +55,7 @@ def ranges_of(context: AssetExecutionContext) -> list[AidRange]:
     key="raw_video_text",
     deps=[VIDEO_METADATA_KEY],
     partitions_def=aid_ranges_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
     metadata=table_metadata("raw_video_text", RAW_VIDEO_TEXT_COLUMNS),
     group_name="text",
     kinds={"postgres", "pandas"},
@@ -56,11 +65,18 @@ def raw_video_text(
     context: AssetExecutionContext, postgres: PostgresResource, video_source: VideoSourceResource
 ) -> pd.DataFrame:
     frames = []
-    with postgres.connect() as connection:
-        for aid_range in ranges_of(context):
+    ranges = ranges_of(context)
+    with postgres.connect(repeatable_read=True) as connection:
+        for aid_range in ranges:
             frame = video_source.read_video_text(connection, aid_range)
             frame.insert(1, PARTITION_COLUMN, pd.Series([aid_range.key] * len(frame), dtype=object))
             frames.append(frame)
+        fingerprints = source_fingerprints(connection, video_source, ranges)
     result = pd.concat(frames, ignore_index=True)
-    context.add_output_metadata({"videos": len(result)})
+    context.add_output_metadata(
+        {
+            "videos": len(result),
+            SOURCE_FINGERPRINTS_KEY: MetadataValue.json(fingerprints),
+        }
+    )
     return result

@@ -1,7 +1,7 @@
 """Preprocessed text: the `v1` text of every video in the range and its MD5 checksum."""
 
 import pandas as pd
-from dagster import AssetExecutionContext, asset
+from dagster import AssetExecutionContext, BackfillPolicy, asset
 
 from training_pipeline.partitions import aid_ranges_partitions
 from training_pipeline.table_schemas import (
@@ -29,6 +29,7 @@ PREPROCESSED_TEXT_COLUMNS = [
 @asset(
     key="preprocessed_text",
     partitions_def=aid_ranges_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
     metadata=table_metadata("preprocessed_text", PREPROCESSED_TEXT_COLUMNS),
     group_name="text",
     kinds={"postgres", "pandas"},

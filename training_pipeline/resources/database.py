@@ -154,8 +154,16 @@ class PostgresResource(ConfigurableResource):
         return validate_identifier(self.schema_name, "schema name")
 
     @contextmanager
-    def connect(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
-        """A connection, closed on exit; committed on success, rolled back on error."""
+    def connect(
+        self, *, autocommit: bool = False, repeatable_read: bool = False
+    ) -> Iterator[psycopg.Connection]:
+        """A connection, closed on exit; committed on success, rolled back on error.
+
+        `repeatable_read` makes every statement of the transaction see one snapshot, for reads
+        that must agree with each other (rows and their fingerprint).
+        """
         connection = open_connection(self.url(), autocommit=autocommit)
+        if repeatable_read:
+            connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with connection:
             yield connection

@@ -16,6 +16,7 @@ from training_pipeline.assets.source import (
     video_metadata_source,
 )
 from training_pipeline.assets.text import preprocessed_text
+from training_pipeline.checks import build_labelled_dataset_checks
 from training_pipeline.io_managers.postgres_io_manager import PostgresPandasIOManager
 from training_pipeline.models_config import default_models_config_path, load_models_config
 from training_pipeline.resources.database import PostgresResource
@@ -37,6 +38,16 @@ def build_model_assets(models_config_path: Path) -> list:
     return assets
 
 
+def build_model_checks(models_config_path: Path) -> list:
+    """The labelled dataset checks of each model in the TOML."""
+    models = load_models_config(models_config_path)
+    return [
+        check
+        for name, model in models.models.items()
+        for check in build_labelled_dataset_checks(name, model)
+    ]
+
+
 def build_definitions(
     models_config_path: str | Path | None = None,
     postgres: PostgresResource | None = None,
@@ -55,6 +66,7 @@ def build_definitions(
             preprocessed_text,
             *build_model_assets(path),
         ],
+        asset_checks=build_model_checks(path),
         jobs=list(jobs),
         resources={
             "postgres": postgres,

@@ -30,7 +30,7 @@ RANGE_ASSETS = [AssetKey("raw_video_text"), AssetKey("preprocessed_text")]
 def run_range(defs, instance: DagsterInstance, key: str, model: str, run_config=None):
     """Materialize text, cache and labelled dataset of one model for one range."""
     return materialize(
-        list(defs.assets),
+        [*defs.assets, *defs.asset_checks],
         selection=[*RANGE_ASSETS, embedding_cache_key(model), labelled_dataset_key(model)],
         partition_key=key,
         instance=instance,

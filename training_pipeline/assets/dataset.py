@@ -38,7 +38,7 @@ from training_pipeline.table_schemas import (
     table_metadata,
 )
 from training_pipeline.text import model_inputs
-from training_pipeline.vector_columns import vector_series
+from training_pipeline.vector_columns import vector_matrix, vector_series
 
 LABELLED_DATASET_COLUMNS = [
     column("aid", "bigint", "Video id", nullable=False),
@@ -83,6 +83,23 @@ def metadata_json(title: str | None, description: str | None, tags: str | None) 
     """The video's source text fields as the trainer's `metadata_json` column."""
     fields = {"title": title, "description": description, "tags": tags}
     return json.dumps(fields, ensure_ascii=False)
+
+
+def preview_markdown(rows: pd.DataFrame, count: int = 5) -> str:
+    """A few rows as a Markdown table for the asset catalog (vectors shown by their start)."""
+    lines = [
+        "| aid | label | inconsistent | votes +/- | title | embedding |",
+        "| ---: | --- | --- | --- | --- | --- |",
+    ]
+    matrix = vector_matrix(rows["embedding"].head(count)) if len(rows) else None
+    for index, row in enumerate(rows.head(count).itertuples(index=False)):
+        title = (json.loads(row.metadata_json).get("title") or "").replace("|", "\\|")[:40]
+        start = ", ".join(f"{value:.3f}" for value in matrix[index][:3])
+        lines.append(
+            f"| {row.aid} | {row.label} | {row.inconsistent} | "
+            f"{row.positive_votes}/{row.negative_votes} | {title} | [{start}, ...] |"
+        )
+    return "\n".join(lines)
 
 
 def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -> AssetsDefinition:
@@ -185,6 +202,7 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
                 "tie_policy": config.tie_policy,
                 LABEL_FINGERPRINTS_KEY: MetadataValue.json(fingerprints),
                 "embedding_dimensions": settings.dimensions,
+                "preview": MetadataValue.md(preview_markdown(result)),
             }
         )
         return result

@@ -30,6 +30,8 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
+    TableColumn,
+    TableSchema,
     asset,
 )
 from dagster._core.event_api import PartitionKeyFilter
@@ -57,25 +59,30 @@ from training_pipeline.splits import (
     assign_splits,
     split_counts,
 )
-from training_pipeline.table_schemas import PARTITION_COLUMN
+from training_pipeline.table_schemas import COLUMN_SCHEMA_KEY, PARTITION_COLUMN
 from training_pipeline.text import TEXT_FORMAT
 from training_pipeline.vector_columns import vector_matrix
 
-PARQUET_COLUMNS = [
-    "aid",
-    "label",
-    "inconsistent",
-    "text_checksum",
-    "embedding",
-    "metadata_json",
-    "user_labels_json",
-    "positive_votes",
-    "negative_votes",
-    "aid_range",
-    "split",
-]
 DATA_VERSION_TAG = "dagster/data_version"
 UNPARTITIONED = "unpartitioned"
+
+
+PARQUET_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("aid", "int64", "Video id"),
+        TableColumn("label", "bool", "Consensus label"),
+        TableColumn("inconsistent", "bool", "Users' latest labels disagree"),
+        TableColumn("text_checksum", "string", "MD5 of the embedded text (cache key)"),
+        TableColumn("embedding", "list<float32>", "The model's vector"),
+        TableColumn("metadata_json", "string", "Title, description, tags as JSON"),
+        TableColumn("user_labels_json", "string", "Each user's latest label and time"),
+        TableColumn("positive_votes", "int32", "Users whose latest label is true"),
+        TableColumn("negative_votes", "int32", "Users whose latest label is false"),
+        TableColumn("aid_range", "string", "Aid-range partition the row came from"),
+        TableColumn("split", "string", "train / validation / test, by aid hash"),
+    ]
+)
+PARQUET_COLUMNS = [column.name for column in PARQUET_SCHEMA.columns]
 
 
 class SnapshotConfig(Config):
@@ -289,6 +296,7 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
     @asset(
         key=dataset_snapshot_key(model_name),
         deps=[source_key],
+        metadata={COLUMN_SCHEMA_KEY: PARQUET_SCHEMA},
         group_name="datasets",
         kinds={"parquet"},
         tags={"model": model_slug(model_name)},

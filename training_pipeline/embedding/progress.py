@@ -1,0 +1,68 @@
+"""Progress lines for the run log: texts done/total, rates and ETA at a steady cadence."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def format_duration(seconds: float) -> str:
+    """`42s`, `3m05s`, `2h07m`; `?` when unknown."""
+    if seconds != seconds or seconds == float("inf") or seconds < 0:  # NaN, inf
+        return "?"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class ProgressLog:
+    """Writes one line every `every_seconds` (and a last one at the end) to `log`."""
+
+    def __init__(
+        self,
+        name: str,
+        total: int,
+        log: Callable[[str], None],
+        every_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.total = total
+        self.log = log
+        self.every_seconds = every_seconds
+        self.clock = clock
+        self.started = clock()
+        self._due = self.started + every_seconds
+
+    def seconds_until_due(self) -> float:
+        return max(0.0, self._due - self.clock())
+
+    def line(self, done: int, requests: int, retries: int, rate_limited: int) -> str:
+        elapsed = max(self.clock() - self.started, 1e-9)
+        texts_per_second = done / elapsed
+        remaining = self.total - done
+        if remaining == 0:
+            eta = "done"
+        else:
+            eta = format_duration(remaining / texts_per_second) if texts_per_second else "?"
+        percent = 100.0 * done / self.total if self.total else 100.0
+        return (
+            f"{self.name}: {done}/{self.total} texts embedded ({percent:.1f}%), "
+            f"{texts_per_second:.1f} texts/s, {requests / elapsed:.2f} requests/s "
+            f"({requests} requests, {retries} retries, {rate_limited} rate-limited), "
+            f"elapsed {format_duration(elapsed)}, ETA {eta}"
+        )
+
+    def maybe_log(
+        self, done: int, requests: int, retries: int, rate_limited: int, *, force: bool = False
+    ) -> bool:
+        """Log a line if one is due (or `force`); True if it did."""
+        now = self.clock()
+        if not force and now < self._due:
+            return False
+        self.log(self.line(done, requests, retries, rate_limited))
+        self._due = now + self.every_seconds
+        return True

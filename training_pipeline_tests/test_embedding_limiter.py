@@ -1,0 +1,245 @@
+"""The rate limiter and the retry policy, on a virtual clock where timing is the subject.
+
+The limiter is pure scheduling logic: a virtual clock makes every assertion exact and instant.
+The real-HTTP behaviour (no 429 against a server enforcing the same limit) is in
+test_embedding_engine.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from training_pipeline.embedding.batching import plan_batches
+from training_pipeline.embedding.rate_limit import (
+    DECREASE_FACTOR,
+    PACING_HEADROOM,
+    RECOVERY_SECONDS,
+    LimiterStopped,
+    RateLimiter,
+)
+from training_pipeline.embedding.retry import RetryPolicy, parse_retry_after
+from training_pipeline.text import estimate_tokens
+
+
+class VirtualClock:
+    """`now()` and a `wait()` that advances time instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.time = 1000.0
+
+    def now(self) -> float:
+        return self.time
+
+    def wait(self, seconds: float, stop: threading.Event | None) -> bool:
+        self.time += max(0.0, seconds)
+        return True
+
+
+def limiter_on(clock: VirtualClock, **limits) -> RateLimiter:
+    return RateLimiter(**limits, clock=clock.now, wait=clock.wait)
+
+
+def max_in_window(starts: list[float], costs: list[int], window: float) -> int:
+    """The largest total cost of requests starting within any `window` seconds."""
+    best = 0
+    left = 0
+    total = 0
+    for right, start in enumerate(starts):
+        total += costs[right]
+        while starts[left] <= start - window:
+            total -= costs[left]
+            left += 1
+        best = max(best, total)
+    return best
+
+
+def test_requests_are_paced_evenly_below_the_limit_with_no_burst():
+    clock = VirtualClock()
+    limiter = limiter_on(clock, requests_per_minute=600, max_concurrent=8)
+    starts = []
+    for _ in range(1500):
+        starts.append(limiter.acquire())
+        limiter.release()
+    gaps = {round(b - a, 9) for a, b in itertools.pairwise(starts)}
+    assert gaps == {round(60 / (600 * PACING_HEADROOM), 9)}  # evenly spaced, from the start
+    assert max_in_window(starts, [1] * len(starts), 60.0) <= 600
+    # ...and close to the limit: 98% of 600/min.
+    assert max_in_window(starts, [1] * len(starts), 60.0) >= 0.97 * 600
+
+
+def test_tokens_per_minute_paces_by_each_request_token_cost():
+    clock = VirtualClock()
+    limiter = limiter_on(clock, tokens_per_minute=60_000)
+    rng = random.Random(7)
+    costs = [rng.choice([50, 400, 2_000, 9_000]) for _ in range(400)]
+    starts = []
+    for cost in costs:
+        starts.append(limiter.acquire(cost))
+        limiter.release()
+    # No sliding minute holds more than the limit, the request that opened it included...
+    assert max_in_window(starts, costs, 60.0) <= 60_000 * PACING_HEADROOM
+    # ...yet the rate stays close to it (lowered by the largest request per minute: 15%).
+    assert sum(costs) / (starts[-1] - starts[0]) * 60 >= 0.8 * 60_000
+    # The next start is held back by exactly the previous request's share of that rate.
+    rate = 1000 * PACING_HEADROOM - costs[0] / 60
+    assert starts[1] - starts[0] == pytest.approx(costs[0] / rate)
+
+
+def test_a_429_pauses_everyone_for_retry_after_then_slows_down_and_recovers():
+    clock = VirtualClock()
+    limiter = limiter_on(clock, requests_per_minute=600, max_concurrent=4)
+    normal = limiter.request_interval()
+    for _ in range(5):
+        limiter.acquire()
+        limiter.release()
+    refused_at = clock.now()
+    limiter.on_rate_limited(retry_after=3.0)
+    limiter.on_rate_limited(retry_after=3.0)  # the same burst: one slow-down only
+    assert limiter.rate_limited == 2
+    assert limiter.factor() == pytest.approx(DECREASE_FACTOR)
+    first = limiter.acquire()
+    limiter.release()
+    second = limiter.acquire()
+    limiter.release()
+    assert first >= refused_at + 3.0  # Retry-After honoured by the next request
+    # ...and requests are spaced at the reduced (slowly recovering) rate.
+    factor_then = DECREASE_FACTOR + (first - refused_at) * 0.5 / RECOVERY_SECONDS
+    assert second - first == pytest.approx(normal / factor_then)
+    assert second - first > 1.5 * normal
+    # Linear recovery: halfway after half the time, full rate after RECOVERY_SECONDS.
+    assert limiter.factor(refused_at + RECOVERY_SECONDS / 2) == pytest.approx(0.75)
+    assert limiter.factor(refused_at + RECOVERY_SECONDS) == 1.0
+    # A later 429 slows down again.
+    clock.time = refused_at + 100
+    limiter.on_rate_limited(retry_after=None)
+    assert limiter.factor() == pytest.approx(DECREASE_FACTOR)
+
+
+def test_a_429_during_a_reserved_wait_moves_the_request_after_the_pause():
+    clock = VirtualClock()
+    limiter = limiter_on(clock, requests_per_minute=60)  # one per ~1.02 s
+    limiter.acquire()
+    limiter.release()
+    original_wait = clock.wait
+
+    def wait_and_get_refused(seconds: float, stop: threading.Event | None) -> bool:
+        clock.wait = original_wait
+        limiter.on_rate_limited(retry_after=10.0)  # arrives while this request sleeps
+        return original_wait(seconds, stop)
+
+    refused_at = clock.now()
+    clock.wait = wait_and_get_refused
+    limiter._wait = lambda seconds, stop: clock.wait(seconds, stop)
+    start = limiter.acquire()
+    assert start >= refused_at + 10.0
+
+
+def test_unlimited_rates_never_wait_and_a_429_halves_concurrency_until_answers_come_back():
+    clock = VirtualClock()
+    limiter = limiter_on(clock, max_concurrent=8)
+    for _ in range(100):
+        limiter.acquire(10_000)
+        limiter.release()
+    assert clock.now() == 1000.0  # no pacing without limits
+    limiter.on_rate_limited(retry_after=None)
+    assert limiter.concurrency() == 4
+    clock.time += 2
+    limiter.on_rate_limited(retry_after=None)
+    assert limiter.concurrency() == 2
+    for _ in range(3):
+        limiter.on_success()
+    assert limiter.concurrency() == 3  # one more slot per round of answers
+    for _ in range(40):
+        limiter.on_success()
+    assert limiter.concurrency() == 8  # additive increase, capped at the configured maximum
+
+
+def test_concurrency_cap_holds_across_threads():
+    limiter = RateLimiter(max_concurrent=3)
+    lock = threading.Lock()
+    in_flight = peak = 0
+
+    def request() -> None:
+        nonlocal in_flight, peak
+        limiter.acquire()
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        time.sleep(0.02)
+        with lock:
+            in_flight -= 1
+        limiter.release()
+
+    threads = [threading.Thread(target=request) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak == 3
+
+
+def test_a_stop_event_interrupts_a_request_waiting_for_its_turn():
+    limiter = RateLimiter(requests_per_minute=1, max_concurrent=1)
+    limiter.acquire()
+    stop = threading.Event()
+    outcome: list[object] = []
+
+    def second() -> None:
+        try:
+            limiter.acquire(stop=stop)
+        except LimiterStopped as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    stop.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and isinstance(outcome[0], LimiterStopped)
+
+
+def test_backoff_is_exponential_with_jitter_and_honours_retry_after():
+    policy = RetryPolicy(base_delay=0.5, max_delay=30.0)
+    rng = random.Random(1)
+    for retry in range(1, 10):
+        backoff = min(30.0, 0.5 * 2 ** (retry - 1))
+        delays = [policy.delay(retry, None, rng) for _ in range(200)]
+        assert backoff / 2 <= min(delays) and max(delays) <= backoff
+        assert max(delays) - min(delays) > backoff / 4  # jittered, not fixed
+    delays = [policy.delay(1, 7.0, rng) for _ in range(200)]
+    assert min(delays) >= 7.0 and max(delays) <= 7.7
+
+
+def test_retry_after_headers_are_parsed_in_every_form():
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "1"}) == 0.25
+    assert parse_retry_after({"retry-after": "3"}) == 3.0
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 <= parse_retry_after({"retry-after": when}) <= 30
+    assert parse_retry_after({}) is None
+    assert parse_retry_after({"retry-after": "soon"}) is None
+
+
+def test_batches_respect_input_and_token_caps_and_loosen_when_usage_says_more():
+    rng = random.Random(3)
+    alphabet = ["a", "Z", " ", "初", "音", "ミ", "🎵"]
+    texts = ["".join(rng.choices(alphabet, k=rng.randint(1, 60))) for _ in range(500)]
+    costs = [estimate_tokens(text) for text in texts]
+    plan = list(plan_batches(texts, max_inputs=16, max_tokens=300))
+    assert plan[0][0] == 0
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(plan))  # contiguous
+    assert plan[-1][1] == len(texts)
+    for start, stop, estimated in plan:
+        assert stop - start <= 16
+        assert estimated == sum(costs[start:stop]) <= 300
+    looser = list(plan_batches(texts, max_inputs=16, max_tokens=300, token_scale=lambda: 2.0))
+    for start, stop, estimated in looser:
+        assert estimated * 2 <= 300 or stop - start == 1
+    assert len(looser) > len(plan)
+    # A server that counts fewer tokens never makes batches fuller than the estimate allows.
+    assert list(plan_batches(texts, 16, 300, token_scale=lambda: 0.5)) == plan

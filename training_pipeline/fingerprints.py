@@ -46,11 +46,13 @@ def source_fingerprints(
     connection: psycopg.Connection, video_source: VideoSourceResource, ranges: Sequence[AidRange]
 ) -> dict[str, str]:
     """Per range key: MD5 of its videos' text fields (changes when any video is added/edited)."""
+    # One correlated subquery per range: an index range scan each, instead of joining every
+    # row with every range and sorting the lot.
     query = sql.SQL(
-        _RANGES_CTE + " SELECT r.key, md5(string_agg("
+        _RANGES_CTE + " SELECT r.key, (SELECT md5(string_agg("
         "concat_ws(chr(31), v.aid::text, coalesce(v.title, chr(1)),"
         " coalesce(v.description, chr(1)), coalesce(v.tags, chr(1))), chr(30) ORDER BY v.aid))"
-        " FROM ranges r JOIN {} v ON v.aid BETWEEN r.first_aid AND r.last_aid GROUP BY r.key"
+        " FROM {} v WHERE v.aid BETWEEN r.first_aid AND r.last_aid) FROM ranges r"
     ).format(video_source.metadata_identifier)
     return _per_range(connection, query, ranges)
 
@@ -60,10 +62,10 @@ def label_fingerprints(
 ) -> dict[str, str]:
     """Per range key: MD5 of its label rows (changes when a label is added or altered)."""
     query = sql.SQL(
-        _RANGES_CTE + " SELECT r.key, md5(string_agg("
+        _RANGES_CTE + " SELECT r.key, (SELECT md5(string_agg("
         'concat_ws(chr(31), l.id::text, l.aid::text, l.label::text, l."user",'
         " l.created_at::text), chr(30) ORDER BY l.id))"
-        " FROM ranges r JOIN {} l ON l.aid BETWEEN r.first_aid AND r.last_aid GROUP BY r.key"
+        " FROM {} l WHERE l.aid BETWEEN r.first_aid AND r.last_aid) FROM ranges r"
     ).format(video_source.labels_identifier)
     return _per_range(connection, query, ranges)
 

@@ -1,4 +1,5 @@
-"""The one Definitions object: assets for every configured model, resources, IO manager."""
+"""The one Definitions object: assets for every configured model, resources, IO manager,
+and the jobs, schedule and sensors that keep the datasets fresh."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from training_pipeline.assets.source import (
     video_metadata_source,
 )
 from training_pipeline.assets.text import preprocessed_text
+from training_pipeline.automation import build_automation
 from training_pipeline.checks import build_labelled_dataset_checks
 from training_pipeline.io_managers.postgres_io_manager import PostgresPandasIOManager
 from training_pipeline.models_config import default_models_config_path, load_models_config
@@ -58,6 +60,7 @@ def build_definitions(
     """Definitions for a models file; tests pass their own resources."""
     path = Path(models_config_path) if models_config_path else default_models_config_path()
     postgres = postgres or PostgresResource()
+    automation = build_automation(load_models_config(path))
     return Definitions(
         assets=[
             video_metadata_source,
@@ -67,7 +70,9 @@ def build_definitions(
             *build_model_assets(path),
         ],
         asset_checks=build_model_checks(path),
-        jobs=list(jobs),
+        jobs=[*jobs, *automation.jobs],
+        schedules=automation.schedules,
+        sensors=automation.sensors,
         resources={
             "postgres": postgres,
             "io_manager": PostgresPandasIOManager(postgres=postgres),

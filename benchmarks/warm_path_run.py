@@ -24,6 +24,7 @@ from pathlib import Path
 
 from dagster import (
     AssetKey,
+    DagsterEventType,
     DagsterInstance,
     define_asset_job,
     execute_job,
@@ -42,6 +43,21 @@ def current_rss_bytes() -> int:
     """Resident memory now (Linux /proc)."""
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * resource.getpagesize()
+
+
+def step_durations(instance: DagsterInstance, run_id: str) -> dict[str, float]:
+    """Seconds from each step's start to its success, from the run's event log."""
+    started: dict[str, float] = {}
+    durations: dict[str, float] = {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == DagsterEventType.STEP_START:
+            started[event.step_key] = record.timestamp
+        elif event.event_type == DagsterEventType.STEP_SUCCESS and event.step_key in started:
+            durations[event.step_key] = round(record.timestamp - started[event.step_key], 2)
+    return durations
 
 
 def warm_path_job():
@@ -87,6 +103,7 @@ def main(models_toml: str, model: str, partition_key: str, executor: str) -> Non
                 if materialization.asset_key == embedding_cache_key(model):
                     new_embeddings = materialization.metadata["new_embeddings"].value
             success = result.success
+            step_seconds = step_durations(instance, result.run_id)
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     print(
@@ -98,6 +115,7 @@ def main(models_toml: str, model: str, partition_key: str, executor: str) -> Non
                 "rss_before_bytes": rss_before,
                 "new_embeddings": new_embeddings,
                 "success": success,
+                "step_seconds": step_seconds,
             }
         )
     )

@@ -14,17 +14,19 @@ under a bound (default 0.2, `TRAINING_PIPELINE_MAX_INCONSISTENT_SHARE`).
 """
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from dagster import (
     AssetCheckExecutionContext,
+    AssetCheckKey,
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
-    asset_check,
+    AssetCheckSpec,
+    multi_asset_check,
 )
 from psycopg import sql
 
@@ -212,9 +214,46 @@ def failed_errors(outcomes: Sequence[RuleOutcome]) -> list[RuleOutcome]:
 def build_labelled_dataset_checks(
     model_name: str, model: EmbeddingModelConfig
 ) -> list[AssetChecksDefinition]:
-    """One asset check per rule on the model's labelled dataset; error rules are blocking."""
+    """Every rule as an asset check of the model's labelled dataset, in one step (one query
+    connection, one process under the multiprocess executor); error rules are blocking."""
     asset_key = labelled_dataset_key(model_name)
-    return [_build_check(asset_key, model_name, model, rule) for rule in RULES]
+    specs = [
+        AssetCheckSpec(
+            name=rule.__name__,
+            asset=asset_key,
+            description=(rule.__doc__ or rule.__name__).strip().split("\n")[0],
+            blocking=rule is not inconsistent_share_within_bound,
+        )
+        for rule in RULES
+    ]
+
+    @multi_asset_check(
+        specs=specs, name=f"check_{labelled_dataset_table(model_name)}", can_subset=True
+    )
+    def check_labelled_rows(
+        context: AssetCheckExecutionContext,
+        postgres: PostgresResource,
+        video_source: VideoSourceResource,
+    ) -> Iterator[AssetCheckResult]:
+        with postgres.connect() as connection:
+            keys = checked_ranges(context, connection, postgres.schema, model_name)
+            target = CheckTarget(
+                connection, postgres.schema, model_name, model.dimensions, keys, video_source
+            )
+            for rule in RULES:
+                if AssetCheckKey(asset_key, rule.__name__) not in context.selected_asset_check_keys:
+                    continue
+                outcome = rule(target)
+                yield AssetCheckResult(
+                    asset_key=asset_key,
+                    check_name=outcome.name,
+                    passed=outcome.passed,
+                    severity=outcome.severity,
+                    description=outcome.description,
+                    metadata={**outcome.metadata, "aid_ranges": keys},
+                )
+
+    return [check_labelled_rows]
 
 
 def checked_ranges(
@@ -223,43 +262,10 @@ def checked_ranges(
     schema: str,
     model_name: str,
 ) -> list[str]:
-    """The run's aid ranges; every stored range when the check runs on its own, unpartitioned
-    (e.g. *Execute* on the check in the UI)."""
+    """The run's aid ranges; every stored range when the checks run on their own, unpartitioned
+    (e.g. *Execute* on a check in the UI)."""
     if context.has_partition_key or context.has_partition_key_range:
         return list(context.partition_keys)
     table = sql.Identifier(schema, labelled_dataset_table(model_name))
     query = sql.SQL("SELECT DISTINCT aid_range FROM {} ORDER BY 1").format(table)
     return [row[0] for row in connection.execute(query).fetchall()]
-
-
-def _build_check(
-    asset_key,
-    model_name: str,
-    model: EmbeddingModelConfig,
-    rule: Callable[[CheckTarget], RuleOutcome],
-) -> AssetChecksDefinition:
-    @asset_check(
-        asset=asset_key,
-        name=rule.__name__,
-        description=(rule.__doc__ or rule.__name__).strip().split("\n")[0],
-        blocking=rule is not inconsistent_share_within_bound,
-    )
-    def check_labelled_rows(
-        context: AssetCheckExecutionContext,
-        postgres: PostgresResource,
-        video_source: VideoSourceResource,
-    ) -> AssetCheckResult:
-        with postgres.connect() as connection:
-            keys = checked_ranges(context, connection, postgres.schema, model_name)
-            target = CheckTarget(
-                connection, postgres.schema, model_name, model.dimensions, keys, video_source
-            )
-            outcome = rule(target)
-        return AssetCheckResult(
-            passed=outcome.passed,
-            severity=outcome.severity,
-            description=outcome.description,
-            metadata={**outcome.metadata, "aid_ranges": keys},
-        )
-
-    return check_labelled_rows

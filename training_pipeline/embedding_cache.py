@@ -9,7 +9,6 @@ vector cannot be stored even by a bug upstream.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,6 +16,7 @@ import psycopg
 from dagster import TableColumn, TableSchema
 from psycopg import sql
 
+from training_pipeline.pg_binary_copy import iter_fixed_rows, vector_row_dtype
 from training_pipeline.sql_names import validate_identifier
 
 CACHE_TABLE = "embedding_cache"
@@ -83,10 +83,11 @@ class EmbeddingCache:
     def fetch_rows(self, checksums: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Vectors for `checksums` in the given order (duplicates allowed), and a found-mask.
 
-        Each distinct checksum is looked up once, with one query per chunk; vectors arrive over
-        a binary server-side cursor and are copied straight into one preallocated matrix, so
-        memory stays at the size of the result. Rows whose checksum is not cached are left
-        uninitialised and marked False in the mask: callers must check it.
+        The distinct checksums go into a temporary table with their row numbers (one binary
+        COPY), and the matching vectors come back in one binary COPY of fixed-width rows that
+        numpy parses in batches straight into one preallocated matrix: one round trip each way,
+        no Python object per vector, memory at the size of the result. Rows whose checksum is
+        not cached are left uninitialised and marked False in the mask: callers must check it.
         """
         first_row: dict[str, int] = {}
         duplicate_rows: list[int] = []
@@ -98,22 +99,39 @@ class EmbeddingCache:
                 duplicate_sources.append(source)
         matrix = np.empty((len(checksums), self.dimensions), np.float32)
         found = np.zeros(len(checksums), dtype=bool)
-        unique = list(first_row)
-        query = sql.SQL(
-            "SELECT checksum, embedding FROM {}"
-            " WHERE model = %s AND dimensions = %s AND checksum = ANY(%s)"
-        ).format(self._table)
-        with self.connection.transaction():
-            for start in range(0, len(unique), LOOKUP_CHUNK):
-                chunk = unique[start : start + LOOKUP_CHUNK]
-                name = f"cache_fetch_{uuid.uuid4().hex}"
-                with self.connection.cursor(name=name, binary=True) as cursor:
-                    cursor.execute(query, (self.model, self.dimensions, chunk))
-                    while rows := cursor.fetchmany(FETCH_CHUNK_ROWS):
-                        for checksum, vector in rows:
-                            row = first_row[checksum]
-                            matrix[row] = vector
-                            found[row] = True
+        keys = sql.Identifier("cache_fetch_keys")
+        # COPY cannot take query parameters: the model name goes in as a quoted literal.
+        select = sql.SQL(
+            "COPY (SELECT k.row, c.embedding FROM {keys} k JOIN {table} c"
+            " ON c.model = {model} AND c.dimensions = {dimensions} AND c.checksum = k.checksum)"
+            " TO STDOUT (FORMAT BINARY)"
+        ).format(
+            keys=keys,
+            table=self._table,
+            model=sql.Literal(self.model),
+            dimensions=sql.Literal(self.dimensions),
+        )
+        row_dtype = vector_row_dtype(self.dimensions)
+        with self.connection.transaction(), self.connection.cursor() as cursor:
+            cursor.execute(
+                sql.SQL(
+                    "CREATE TEMP TABLE IF NOT EXISTS {} (row int4, checksum text)"
+                    " ON COMMIT DELETE ROWS"
+                ).format(keys)
+            )
+            cursor.execute(sql.SQL("TRUNCATE {}").format(keys))
+            with cursor.copy(sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(keys)) as copy:
+                copy.set_types(["int4", "text"])
+                for checksum, row in first_row.items():
+                    copy.write_row((row, checksum))
+            cursor.execute(sql.SQL("ANALYZE {}").format(keys))
+            with cursor.copy(select) as copy:
+                for batch in iter_fixed_rows(copy, row_dtype, FETCH_CHUNK_ROWS):
+                    if (batch["dimensions"] != self.dimensions).any():
+                        raise ValueError("cached vector of an unexpected size")
+                    rows = batch["key"].astype(np.int64)
+                    matrix[rows] = batch["values"]
+                    found[rows] = True
         if duplicate_rows:
             matrix[duplicate_rows] = matrix[duplicate_sources]
             found[duplicate_rows] = found[duplicate_sources]

@@ -13,6 +13,7 @@ fits is sent unchanged and keeps its `v1` checksum.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 
 import numpy as np
@@ -25,6 +26,12 @@ def format_text_v1(title: str | None, description: str | None, tags: str | None)
     """Build the `v1` text of a video from its title, description and comma-joined tags."""
     parts = ((part or "").strip() for part in (title, description, tags))
     return "\n".join(part for part in parts if part)
+
+
+def metadata_json(title: str | None, description: str | None, tags: str | None) -> str:
+    """The video's source text fields as the trainer's `metadata_json` column."""
+    fields = {"title": title, "description": description, "tags": tags}
+    return json.dumps(fields, ensure_ascii=False)
 
 
 def text_checksum(text: str) -> str:

@@ -108,3 +108,22 @@ def test_concurrent_overlapping_stores_neither_fail_nor_duplicate(cache, databas
         "SELECT count(*), count(DISTINCT checksum) FROM training_pipeline.embedding_cache"
     ).fetchone()
     assert count == (200, 200)
+
+
+def test_binary_copy_parser_handles_any_chunking_and_rejects_truncation(cache):
+    from training_pipeline.pg_binary_copy import CopyFormatError, iter_fixed_rows, vector_row_dtype
+
+    vectors = unit_vectors(5, seed=4)
+    cache.store([checksum(n) for n in range(5)], vectors)
+    stream = bytearray()
+    query = "COPY (SELECT 7, embedding FROM training_pipeline.embedding_cache ORDER BY checksum)"
+    with cache.connection.cursor().copy(query + " TO STDOUT (FORMAT BINARY)") as copy:
+        for chunk in copy:
+            stream += chunk
+    odd_chunks = [bytes(stream[i : i + 7]) for i in range(0, len(stream), 7)]
+    batches = list(iter_fixed_rows(odd_chunks, vector_row_dtype(DIMS), rows_per_batch=2))
+    rows = np.concatenate(batches)
+    assert rows["key"].tolist() == [7] * 5 and (rows["dimensions"] == DIMS).all()
+    np.testing.assert_array_equal(rows["values"].astype(np.float32), vectors)
+    with pytest.raises(CopyFormatError):
+        list(iter_fixed_rows([bytes(stream[:-5])], vector_row_dtype(DIMS), rows_per_batch=2))

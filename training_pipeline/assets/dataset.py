@@ -79,12 +79,6 @@ def labelled_dataset_table(model_name: str) -> str:
     return f"labelled_dataset__{model_slug(model_name)}"
 
 
-def metadata_json(title: str | None, description: str | None, tags: str | None) -> str:
-    """The video's source text fields as the trainer's `metadata_json` column."""
-    fields = {"title": title, "description": description, "tags": tags}
-    return json.dumps(fields, ensure_ascii=False)
-
-
 def preview_markdown(rows: pd.DataFrame, count: int = 5) -> str:
     """A few rows as a Markdown table for the asset catalog (vectors shown by their start)."""
     lines = [
@@ -109,7 +103,6 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
         key=labelled_dataset_key(model_name),
         ins={
             "preprocessed_text": AssetIn(key="preprocessed_text"),
-            "raw_video_text": AssetIn(key="raw_video_text"),
         },
         deps=[embedding_cache_key(model_name), VIDEO_LABELS_KEY],
         partitions_def=aid_ranges_partitions,
@@ -127,7 +120,6 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
         context: AssetExecutionContext,
         config: LabelledDatasetConfig,
         preprocessed_text: pd.DataFrame,
-        raw_video_text: pd.DataFrame,
         postgres: PostgresResource,
         video_source: VideoSourceResource,
         embedding_models: EmbeddingModelsResource,
@@ -140,16 +132,15 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
             )
             fingerprints = label_fingerprints(connection, video_source, ranges)
             labels = consensus_labels(label_rows, config.tie_policy)
-            videos = raw_video_text.merge(
-                preprocessed_text[["aid", "text", "checksum"]], on="aid", validate="one_to_one"
-            )
-            inputs = model_inputs(videos, settings.max_tokens_per_input)
+            inputs = model_inputs(preprocessed_text, settings.max_tokens_per_input)
             rows = (
-                labels.merge(videos.drop(columns=["text", "checksum"]), on="aid")
+                labels.merge(
+                    preprocessed_text[["aid", PARTITION_COLUMN, "metadata_json"]], on="aid"
+                )
                 .merge(inputs[["aid", "input_checksum"]], on="aid")
                 .sort_values("aid", ignore_index=True)
             )
-            del videos, inputs
+            del inputs
             cache = EmbeddingCache(connection, postgres.schema, model_name, settings.dimensions)
             cache.ensure_table()
             vectors, found = cache.fetch_rows(rows["input_checksum"].tolist())
@@ -165,26 +156,20 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
                     "ranges first (new labels on unembedded videos need embedding)."
                 )
             )
+        # Text columns are passed as the object Series they are: from bare object arrays pandas 3
+        # would copy every string into its Arrow string type (160 MB for 100,000 rows).
         result = pd.DataFrame(
             {
                 "aid": rows["aid"].to_numpy(dtype="int64"),
-                PARTITION_COLUMN: rows[PARTITION_COLUMN].to_numpy(dtype=object),
+                PARTITION_COLUMN: rows[PARTITION_COLUMN],
                 "label": rows["label"].to_numpy(dtype=bool),
                 "inconsistent": rows["inconsistent"].to_numpy(dtype=bool),
                 "positive_votes": rows["positive_votes"].to_numpy(dtype="int32"),
                 "negative_votes": rows["negative_votes"].to_numpy(dtype="int32"),
-                "text_checksum": rows["input_checksum"].to_numpy(dtype=object),
+                "text_checksum": rows["input_checksum"],
                 "embedding": vector_series(vectors),
-                "metadata_json": pd.Series(
-                    [
-                        metadata_json(*fields)
-                        for fields in zip(
-                            rows["title"], rows["description"], rows["tags"], strict=True
-                        )
-                    ],
-                    dtype=object,
-                ),
-                "user_labels_json": rows["user_labels_json"].to_numpy(dtype=object),
+                "metadata_json": rows["metadata_json"],
+                "user_labels_json": rows["user_labels_json"],
             }
         )
         labelled_videos = int(labels["aid"].nunique())

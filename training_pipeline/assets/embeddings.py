@@ -162,7 +162,13 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
 
     @asset(
         key=embedding_cache_key(model_name),
-        ins={"preprocessed_text": AssetIn(key="preprocessed_text")},
+        ins={
+            # The cache needs the texts only, not the JSON of the source fields.
+            "preprocessed_text": AssetIn(
+                key="preprocessed_text",
+                metadata={"columns": ["aid", "aid_range", "text", "checksum"]},
+            )
+        },
         deps=[VIDEO_LABELS_KEY],
         partitions_def=aid_ranges_partitions,
         backfill_policy=BackfillPolicy.single_run(),

@@ -10,7 +10,7 @@ from training_pipeline.table_schemas import (
     partition_column,
     table_metadata,
 )
-from training_pipeline.text import TEXT_FORMAT, format_text_v1, text_checksum
+from training_pipeline.text import TEXT_FORMAT, format_text_v1, metadata_json, text_checksum
 
 PREPROCESSED_TEXT_COLUMNS = [
     column("aid", "bigint", "Video id", nullable=False),
@@ -23,6 +23,7 @@ PREPROCESSED_TEXT_COLUMNS = [
         nullable=False,
     ),
     column("checksum", "text", "MD5 hex digest of the UTF-8 text", nullable=False),
+    column("metadata_json", "text", "Title, description and tags as JSON", nullable=False),
 ]
 
 
@@ -36,7 +37,7 @@ PREPROCESSED_TEXT_COLUMNS = [
     code_version=TEXT_FORMAT,
     description=(
         "Format `v1` text of each video (the old service's format, so checksums match its "
-        "cache) and its MD5 checksum."
+        "cache), its MD5 checksum, and the source fields as JSON for the dataset."
     ),
 )
 def preprocessed_text(context: AssetExecutionContext, raw_video_text: pd.DataFrame) -> pd.DataFrame:
@@ -52,10 +53,22 @@ def preprocessed_text(context: AssetExecutionContext, raw_video_text: pd.DataFra
     result = pd.DataFrame(
         {
             "aid": raw_video_text["aid"].to_numpy(dtype="int64"),
-            PARTITION_COLUMN: raw_video_text[PARTITION_COLUMN].to_numpy(dtype=object),
+            PARTITION_COLUMN: raw_video_text[PARTITION_COLUMN],
             "text_format": pd.Series([TEXT_FORMAT] * len(texts), dtype=object),
             "text": pd.Series(texts, dtype=object),
             "checksum": pd.Series([text_checksum(text) for text in texts], dtype=object),
+            "metadata_json": pd.Series(
+                [
+                    metadata_json(*fields)
+                    for fields in zip(
+                        raw_video_text["title"],
+                        raw_video_text["description"],
+                        raw_video_text["tags"],
+                        strict=True,
+                    )
+                ],
+                dtype=object,
+            ),
         }
     )
     empty = int((result["text"] == "").sum())

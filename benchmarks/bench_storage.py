@@ -336,6 +336,11 @@ def run() -> Report:
         for executor in ("multiprocess", "in_process"):
             warm = warm_path(url, Path(folder), executor)
             assert warm["success"] and warm["new_embeddings"] == 0, warm
+            report.notes.append(f"warm path {executor}, seconds per step: {warm['step_seconds']}")
+            if warm["step_peak_mb"]:
+                report.notes.append(
+                    f"warm path {executor}, peak MB per step: {warm['step_peak_mb']}"
+                )
             report.add(
                 f"warm path, {executor} (all cached)", warm["seconds"], "s",
                 baseline=roundtrip, target="< 3x raw COPY out + in",

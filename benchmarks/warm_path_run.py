@@ -19,6 +19,7 @@ import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -45,10 +46,10 @@ def current_rss_bytes() -> int:
     return pages * resource.getpagesize()
 
 
-def step_durations(instance: DagsterInstance, run_id: str) -> dict[str, float]:
-    """Seconds from each step's start to its success, from the run's event log."""
+def step_windows(instance: DagsterInstance, run_id: str) -> dict[str, tuple[float, float]]:
+    """(start, end) wall-clock time of each step, from the run's event log."""
     started: dict[str, float] = {}
-    durations: dict[str, float] = {}
+    windows: dict[str, tuple[float, float]] = {}
     for record in instance.all_logs(run_id):
         event = record.dagster_event
         if event is None or event.step_key is None:
@@ -56,8 +57,25 @@ def step_durations(instance: DagsterInstance, run_id: str) -> dict[str, float]:
         if event.event_type == DagsterEventType.STEP_START:
             started[event.step_key] = record.timestamp
         elif event.event_type == DagsterEventType.STEP_SUCCESS and event.step_key in started:
-            durations[event.step_key] = round(record.timestamp - started[event.step_key], 2)
-    return durations
+            windows[event.step_key] = (started[event.step_key], record.timestamp)
+    return windows
+
+
+class RssSampler(threading.Thread):
+    """Samples this process's resident memory every 20 ms, to attribute peaks to steps."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, int]] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.02):
+            self.samples.append((time.time(), current_rss_bytes()))
+
+    def peak_mb(self, start: float, end: float) -> float:
+        inside = [rss for moment, rss in self.samples if start <= moment <= end]
+        return round(max(inside, default=0) / 1e6)
 
 
 def warm_path_job():
@@ -89,6 +107,8 @@ def main(models_toml: str, model: str, partition_key: str, executor: str) -> Non
         with DagsterInstance.from_config(home) as instance:
             instance.add_dynamic_partitions(AID_RANGES_PARTITIONS_NAME, [partition_key])
             rss_before = current_rss_bytes()
+            sampler = RssSampler()
+            sampler.start()
             started = time.perf_counter()
             result = execute_job(
                 reconstructable(warm_path_job),
@@ -103,7 +123,14 @@ def main(models_toml: str, model: str, partition_key: str, executor: str) -> Non
                 if materialization.asset_key == embedding_cache_key(model):
                     new_embeddings = materialization.metadata["new_embeddings"].value
             success = result.success
-            step_seconds = step_durations(instance, result.run_id)
+            sampler.stopped.set()
+            windows = step_windows(instance, result.run_id)
+            step_seconds = {step: round(end - start, 2) for step, (start, end) in windows.items()}
+            step_peak_mb = (
+                {step: sampler.peak_mb(start, end) for step, (start, end) in windows.items()}
+                if executor == "in_process"
+                else {}
+            )
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     print(
@@ -116,6 +143,7 @@ def main(models_toml: str, model: str, partition_key: str, executor: str) -> Non
                 "new_embeddings": new_embeddings,
                 "success": success,
                 "step_seconds": step_seconds,
+                "step_peak_mb": step_peak_mb,
             }
         )
     )

@@ -32,21 +32,17 @@ def _ensure_dagster_home() -> Path:
     return home
 
 
+def dev_argv(host: str, port: int) -> list[str]:
+    """The `dagster dev` command line: webserver and daemon on `host` (loopback by default)."""
+    dagster = Path(sys.executable).with_name("dagster")
+    workspace = project_root() / "workspace.yaml"
+    return [str(dagster), "dev", "-w", str(workspace), "--host", host, "--port", str(port)]
+
+
 def command_dev(args: argparse.Namespace) -> int:
     """Open the Dagster UI on this machine only (127.0.0.1 unless --host says otherwise)."""
     _ensure_dagster_home()
-    dagster = Path(sys.executable).with_name("dagster")
-    workspace = project_root() / "workspace.yaml"
-    argv = [
-        str(dagster),
-        "dev",
-        "-w",
-        str(workspace),
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
+    argv = dev_argv(args.host, args.port)
     os.chdir(project_root())
     os.execv(argv[0], argv)
     return 0  # not reached

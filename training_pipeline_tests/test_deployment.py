@@ -1,0 +1,169 @@
+"""The production instance (deploy/dagster.yaml) on PostgreSQL storage: eight runs at once over
+overlapping texts share one embedding API safely; a database restart mid-write loses nothing."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import psycopg
+import pytest
+from dagster import AssetKey, DagsterEventType, DagsterInstance
+
+from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME, AidRange
+from training_pipeline.resources.sources import VideoSourceResource
+from training_pipeline.settings import project_root
+from training_pipeline_tests.conftest import create_database
+from training_pipeline_tests.embedding_server import running_embedding_server
+
+MODEL = "e5-remote"
+SLUG = "e5_remote"
+RANGES = 8
+VIDEOS_PER_RANGE = 20
+DISTINCT_TEXTS = 25
+
+
+@pytest.fixture
+def embedding_server():
+    with running_embedding_server(dimensions=16) as server:
+        server.latency = 0.05  # slow enough that the eight runs really overlap
+        yield server
+
+
+@pytest.fixture
+def production_instance(tmp_path, pg_server, database_url, embedding_server, monkeypatch):
+    """DAGSTER_HOME with the shipped deploy/dagster.yaml, storage in its own database."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(project_root() / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    models = tmp_path / "models.toml"
+    models.write_text(
+        f'default_model = "{MODEL}"\n\n[models.{MODEL}]\ntype = "openai"\n'
+        f'endpoint = "{embedding_server.base_url}"\ndimensions = 16\n'
+        "max_inputs_per_request = 4\nmax_concurrent_requests = 2\n",
+        "utf-8",
+    )
+    # dagster-postgres needs the psycopg2 driver: SQLAlchemy 2.1 maps a bare postgresql:// to
+    # psycopg 3, whose server-side parameters break dagster-postgres's `NOTIFY run_events, %s`.
+    storage_url = create_database(pg_server).replace("postgresql://", "postgresql+psycopg2://")
+    monkeypatch.setenv("DAGSTER_PG_URL", storage_url)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DATABASE_URL": database_url,
+        "TRAINING_PIPELINE_MODELS_TOML": str(models),
+    }
+    return home, env
+
+
+def seed_overlapping_ranges(database_url: str) -> list[str]:
+    """Eight ranges of 20 labelled videos whose texts come from one pool of 25."""
+    keys = []
+    with psycopg.connect(database_url) as connection:
+        VideoSourceResource().create_source_tables(connection)
+        for n in range(RANGES):
+            first = 1000 * n
+            keys.append(AidRange(first, first + 999).key)
+            for offset in range(VIDEOS_PER_RANGE):
+                aid = first + offset
+                title = f"乐正绫 原创曲 第{(n * 7 + offset) % DISTINCT_TEXTS}号"
+                connection.execute(
+                    "INSERT INTO bilibili_metadata (aid, title) VALUES (%s, %s)", (aid, title)
+                )
+                connection.execute(
+                    'INSERT INTO internal.video_type_label (aid, label, "user")'
+                    " VALUES (%s, true, 'alice')",
+                    (aid,),
+                )
+    return keys
+
+
+def embedding_step_windows(instance: DagsterInstance) -> list[tuple[float, float]]:
+    """(start, end) of every embedding step of every run, from the event log."""
+    windows = []
+    for record in instance.get_run_records():
+        started = None
+        for entry in instance.all_logs(record.dagster_run.run_id):
+            event = entry.dagster_event
+            if event is None or not (event.step_key or "").startswith("embedding_cache"):
+                continue
+            if event.event_type == DagsterEventType.STEP_START:
+                started = entry.timestamp
+            elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+                windows.append((started, entry.timestamp))
+    return windows
+
+
+def most_at_once(windows: list[tuple[float, float]]) -> int:
+    edges = sorted([(start, 1) for start, _ in windows] + [(end, -1) for _, end in windows])
+    running = peak = 0
+    for _, change in edges:
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+def test_eight_concurrent_runs_share_the_api_without_duplicates_or_deadlock(
+    production_instance, database_url, embedding_server
+):
+    home, env = production_instance
+    keys = seed_overlapping_ranges(database_url)
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        instance.add_dynamic_partitions(AID_RANGES_PARTITIONS_NAME, keys)
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "training_pipeline_tests.run_partition", MODEL, key],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for key in keys
+    ]
+    outcomes = [run.communicate(timeout=240) for run in runs]  # a deadlock would time out
+    assert [run.returncode for run in runs] == [0] * RANGES, [err[-2000:] for _, err in outcomes]
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        windows = embedding_step_windows(instance)
+        assert len(windows) == RANGES
+        assert most_at_once(windows) == 1  # the pool embedding_api_e5_remote has one slot
+        labelled_key = AssetKey(["labelled_dataset", SLUG])
+        assert len(instance.get_materialized_partitions(labelled_key)) == RANGES
+    # Every distinct text was sent exactly once, whichever run needed it first.
+    assert len(embedding_server.stats.texts) == DISTINCT_TEXTS
+    assert max(embedding_server.stats.texts.values()) == 1
+    with psycopg.connect(database_url) as connection:
+        rows, distinct = connection.execute(
+            "SELECT count(*), count(DISTINCT checksum) FROM training_pipeline.embedding_cache"
+        ).fetchone()
+        labelled = connection.execute(
+            f"SELECT count(*) FROM training_pipeline.labelled_dataset__{SLUG}"
+        ).fetchone()[0]
+    assert rows == distinct == DISTINCT_TEXTS  # no duplicate, no missing cache row
+    assert labelled == RANGES * VIDEOS_PER_RANGE
+
+
+def test_the_shipped_instance_config_binds_nothing_and_limits_runs(production_instance):
+    home, _env = production_instance
+    text = (home / "dagster.yaml").read_text()
+    for secret_looking in ("password:", "postgresql://"):
+        assert secret_looking not in text.split("# Runs, event logs")[1]
+    with DagsterInstance.from_config(str(home)) as instance:
+        settings = instance.get_concurrency_config()
+        assert settings.pool_config.default_pool_limit == 1
+        assert settings.run_queue_config.max_concurrent_runs == 8
+
+
+def test_embedded_database_accepts_local_socket_connections_only(pg_server):
+    with psycopg.connect(pg_server.get_uri()) as connection:  # type: ignore[attr-defined]
+        assert connection.execute("SHOW listen_addresses").fetchone() == ("",)
+        assert connection.info.host.startswith("/")  # a Unix socket, not a TCP address
+
+
+def test_dev_server_binds_loopback_by_default():
+    from training_pipeline.cli import build_parser, dev_argv
+
+    args = build_parser().parse_args(["dev"])
+    argv = dev_argv(args.host, args.port)
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"

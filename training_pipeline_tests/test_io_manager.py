@@ -256,3 +256,40 @@ def test_writes_of_different_partitions_do_not_block_each_other(database_url, in
     after = rows_by_partition(database_url)
     assert after[KEYS[0]] == [(5, "other", "[7,7,7,7]")]
     assert after[KEYS[1]] == [(100, "v2", "[2,2,2,2]"), (101, None, "[2,2,2,2]")]
+
+
+def restart_server(pg_server) -> None:
+    """`pg_ctl restart -m fast` of the embedded server: every connection is cut."""
+    from pgserver._commands import pg_ctl
+
+    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pg_server.pgdata, user=pg_server.system_user)
+
+
+def test_database_restart_mid_write_fails_clearly_and_keeps_rows(
+    database_url, instance, partitions, pg_server
+):
+    write(instance, KEYS[0], rows=3)
+    before = rows_by_partition(database_url)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER],
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not copy_in_progress(database_url):
+        assert writer.poll() is None, "the writer ended before its COPY was seen"
+        assert time.monotonic() < deadline, "the writer never started its COPY"
+        time.sleep(0.05)
+    restart_server(pg_server)
+    _, stderr = writer.communicate(timeout=120)
+    assert writer.returncode != 0
+    assert "lost the connection to PostgreSQL" in stderr
+    assert "keeps its previous rows" in stderr
+    assert rows_by_partition(database_url) == before  # nothing committed was lost
+    write(instance, KEYS[0], rows=2, version=4)  # the next run completes
+    assert rows_by_partition(database_url)[KEYS[0]] == [
+        (0, "v4", "[4,4,4,4]"),
+        (1, None, "[4,4,4,4]"),
+    ]

@@ -24,7 +24,7 @@ from training_pipeline.io_managers.pandas_type_handler import (
     partition_keys,
     table_identifier,
 )
-from training_pipeline.resources.database import PostgresResource
+from training_pipeline.resources.database import DatabaseError, PostgresResource
 from training_pipeline.sql_names import validate_identifier
 
 
@@ -39,8 +39,30 @@ class PostgresDbClient(DbClient[psycopg.Connection]):
         self, context: OutputContext | InputContext, table_slice: TableSlice
     ) -> Iterator[psycopg.Connection]:
         # One transaction for the whole block: commit on success, roll back on any error.
-        with self._postgres.connect() as connection:
-            yield connection
+        try:
+            with self._postgres.connect() as connection:
+                yield connection
+        except psycopg.OperationalError as error:
+            # The server went away (restart, crash, network): the transaction died with the
+            # connection, so the partition's previous rows are still there.
+            where = f"{table_slice.schema}.{table_slice.table}"
+            keys = partition_keys(table_slice)
+            scope = (
+                f" partitions {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                if keys
+                else ""
+            )
+            writing = isinstance(context, OutputContext)
+            consequence = (
+                "Nothing of this write was committed: the table keeps its previous rows."
+                if writing
+                else "Nothing was changed."
+            )
+            raise DatabaseError(
+                f"lost the connection to PostgreSQL at {self._postgres.describe()} while "
+                f"{'writing' if writing else 'reading'} {where}{scope} ({str(error).strip()}). "
+                f"{consequence} Re-run the step once the database is back."
+            ) from error
 
     @staticmethod
     def ensure_schema_exists(

@@ -111,6 +111,10 @@ def test_eight_concurrent_runs_share_the_api_without_duplicates_or_deadlock(
     with DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         instance.add_dynamic_partitions(AID_RANGES_PARTITIONS_NAME, keys)
+        # The setup step the README prescribes (`dagster instance concurrency set ...`): a pool
+        # left to `default_limit` is created lazily, and runs starting at the same instant can
+        # race and create two slots (seen here, 2 of 3 tries under load).
+        instance.event_log_storage.set_concurrency_slots(f"embedding_api_{SLUG}", 1)
     runs = [
         subprocess.Popen(
             [sys.executable, "-m", "training_pipeline_tests.run_partition", MODEL, key],

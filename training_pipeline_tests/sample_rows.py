@@ -5,7 +5,12 @@ Two aid ranges: `0-100` (small aids) and `101-113000000000100` (up to ~10^14).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from training_pipeline.resources.sources import VideoSourceResource
 
 RANGE_KEYS = ["0-100", "101-113000000000100"]
 BIG = 113_000_000_000_000
@@ -82,3 +87,25 @@ EXPECTED_LABELS: dict[int, tuple[bool, bool, int, int]] = {
 }
 # Distinct texts of labelled videos with text, per range (1 and 10 share a text).
 DISTINCT_LABELLED_TEXTS = {"0-100": 6, "101-113000000000100": 4}
+
+
+def insert_source_rows(
+    database_url: str,
+    videos: Sequence[tuple[int, str | None, str | None, str | None]] = VIDEO_ROWS,
+    labels: Sequence[tuple[int, bool, str, datetime]] = LABEL_ROWS,
+) -> None:
+    """Create the upstream tables and insert (aid, title, description, tags) videos and
+    (aid, label, user, created_at) label rows: the hand-made ones unless told otherwise."""
+    with psycopg.connect(database_url) as connection:
+        VideoSourceResource().create_source_tables(connection)
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO bilibili_metadata (aid, title, description, tags)"
+                " VALUES (%s, %s, %s, %s)",
+                videos,
+            )
+            cursor.executemany(
+                'INSERT INTO internal.video_type_label (aid, label, "user", created_at)'
+                " VALUES (%s, %s, %s, %s)",
+                labels,
+            )

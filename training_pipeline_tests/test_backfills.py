@@ -5,23 +5,24 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 import pytest
 from dagster import AssetKey, DagsterInstance
 from dagster._core.execution.backfill import BulkActionStatus
 
 from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME, AidRange
-from training_pipeline.resources.sources import VideoSourceResource
 from training_pipeline.settings import project_root
 from training_pipeline_tests.embedding_server import running_embedding_server
+from training_pipeline_tests.sample_rows import insert_source_rows
 
 RANGES = 50
 MODEL = "e5-remote"
 SLUG = "e5_remote"
 SELECTION = f"raw_video_text,preprocessed_text,embedding_cache/{SLUG},labelled_dataset/{SLUG}"
 BIN = Path(sys.executable).parent
+LABELLED_AT = datetime(2025, 3, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -34,20 +35,12 @@ def embedding_server():
 def project(tmp_path, database_url, embedding_server):
     """50 tiny ranges of 3 videos (texts repeat across ranges), a models file, an instance."""
     keys = [AidRange(10 * n, 10 * n + 9).key for n in range(RANGES)]
-    with psycopg.connect(database_url) as connection:
-        VideoSourceResource().create_source_tables(connection)
-        for n in range(RANGES):
-            for offset in range(3):
-                aid = 10 * n + offset
-                connection.execute(
-                    "INSERT INTO bilibili_metadata (aid, title, tags) VALUES (%s, %s, %s)",
-                    (aid, f"洛天依 第{(n * 3 + offset) % 40}首", "VOCALOID"),
-                )
-                connection.execute(
-                    'INSERT INTO internal.video_type_label (aid, label, "user")'
-                    " VALUES (%s, %s, %s)",
-                    (aid, offset != 1, "alice"),
-                )
+    aids = [(10 * n + offset, n * 3 + offset) for n in range(RANGES) for offset in range(3)]
+    insert_source_rows(
+        database_url,
+        [(aid, f"洛天依 第{number % 40}首", None, "VOCALOID") for aid, number in aids],
+        [(aid, aid % 10 != 1, "alice", LABELLED_AT) for aid, _ in aids],
+    )
     models = tmp_path / "models.toml"
     models.write_text(
         f'default_model = "{MODEL}"\n\n[models.{MODEL}]\ntype = "openai"\n'

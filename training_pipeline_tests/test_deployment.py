@@ -5,16 +5,17 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME, AidRange
-from training_pipeline.resources.sources import VideoSourceResource
 from training_pipeline.settings import project_root
 from training_pipeline_tests.conftest import create_database
 from training_pipeline_tests.embedding_server import running_embedding_server
+from training_pipeline_tests.sample_rows import insert_source_rows
 
 MODEL = "e5-remote"
 SLUG = "e5_remote"
@@ -58,23 +59,16 @@ def production_instance(tmp_path, pg_server, database_url, embedding_server, mon
 
 def seed_overlapping_ranges(database_url: str) -> list[str]:
     """Eight ranges of 20 labelled videos whose texts come from one pool of 25."""
-    keys = []
-    with psycopg.connect(database_url) as connection:
-        VideoSourceResource().create_source_tables(connection)
-        for n in range(RANGES):
-            first = 1000 * n
-            keys.append(AidRange(first, first + 999).key)
-            for offset in range(VIDEOS_PER_RANGE):
-                aid = first + offset
-                title = f"乐正绫 原创曲 第{(n * 7 + offset) % DISTINCT_TEXTS}号"
-                connection.execute(
-                    "INSERT INTO bilibili_metadata (aid, title) VALUES (%s, %s)", (aid, title)
-                )
-                connection.execute(
-                    'INSERT INTO internal.video_type_label (aid, label, "user")'
-                    " VALUES (%s, true, 'alice')",
-                    (aid,),
-                )
+    keys = [AidRange(1000 * n, 1000 * n + 999).key for n in range(RANGES)]
+    videos = [
+        (1000 * n + offset, f"乐正绫 原创曲 第{(n * 7 + offset) % DISTINCT_TEXTS}号", None, None)
+        for n in range(RANGES)
+        for offset in range(VIDEOS_PER_RANGE)
+    ]
+    labelled_at = datetime(2025, 3, 1, tzinfo=UTC)
+    insert_source_rows(
+        database_url, videos, [(aid, True, "alice", labelled_at) for aid, *_ in videos]
+    )
     return keys
 
 

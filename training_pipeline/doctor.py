@@ -207,7 +207,7 @@ def _check_schema(
         per_model = ", ".join(f"{model} {dims}-d: {count:,}" for model, dims, count in counts)
         yield ok(
             "embedding cache",
-            f"table {schema}.{CACHE_TABLE} exists, {total:,} vectors"
+            f"table {schema}.{CACHE_TABLE} exists, {total:,} vectors (one per distinct text)"
             + (f" ({per_model})" if per_model else ""),
         )
     else:

@@ -137,8 +137,10 @@ class EmbeddingCache:
             found[duplicate_rows] = found[duplicate_sources]
         return matrix, found
 
-    def store(self, checksums: Sequence[str], vectors: np.ndarray, *, replace: bool = False) -> int:
-        """Insert validated vectors in one transaction; returns how many rows were written.
+    def store(
+        self, checksums: Sequence[str], vectors: np.ndarray, *, replace: bool = False
+    ) -> list[str]:
+        """Insert validated vectors in one transaction; returns the checksums whose rows it wrote.
 
         The rows are COPYed straight into the cache table. If another run cached some of the
         same texts meanwhile, that COPY hits the primary key; it is then rolled back to a
@@ -149,7 +151,7 @@ class EmbeddingCache:
         if len(checksums) != len(vectors):
             raise ValueError("one vector per checksum is required")
         if len(checksums) == 0:
-            return 0
+            return []
         unique = list(dict.fromkeys(checksums))
         if len(unique) != len(checksums):
             raise ValueError("checksums must be distinct within one store() call")
@@ -164,7 +166,7 @@ class EmbeddingCache:
             try:
                 with self.connection.transaction():
                     self._copy_rows(self._table, checksums, vectors, with_key=True)
-                return len(checksums)
+                return unique
             except psycopg.errors.UniqueViolation:
                 return self._store_skipping_existing(checksums, vectors)
 
@@ -189,7 +191,7 @@ class EmbeddingCache:
                 for checksum, vector in zip(checksums, vectors, strict=True):
                     copy.write_row((checksum, vector))
 
-    def _store_skipping_existing(self, checksums: Sequence[str], vectors: np.ndarray) -> int:
+    def _store_skipping_existing(self, checksums: Sequence[str], vectors: np.ndarray) -> list[str]:
         staging = sql.Identifier("embedding_cache_staging")
         self.connection.execute(
             sql.SQL(
@@ -203,8 +205,8 @@ class EmbeddingCache:
             sql.SQL(
                 "INSERT INTO {} (model, dimensions, checksum, embedding)"
                 " SELECT %s, %s, checksum, embedding FROM {}"
-                " ON CONFLICT (model, dimensions, checksum) DO NOTHING"
+                " ON CONFLICT (model, dimensions, checksum) DO NOTHING RETURNING checksum"
             ).format(self._table, staging),
             (self.model, self.dimensions),
         )
-        return inserted.rowcount
+        return [row[0] for row in inserted.fetchall()]

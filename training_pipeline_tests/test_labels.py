@@ -94,12 +94,37 @@ def test_user_labels_json_has_each_users_latest_label_and_time():
 
     out = consensus_labels(rows((1, True, "a"), (1, False, "a"), (1, True, "b")))
     users = json.loads(out.loc[0, "user_labels_json"])
-    assert users == {
-        "a": {"label": False, "created_at": (T0 + timedelta(minutes=1)).isoformat()},
-        "b": {"label": True, "created_at": (T0 + timedelta(minutes=2)).isoformat()},
-    }
+    assert users == [
+        {"user": "a", "label": False, "created_at": (T0 + timedelta(minutes=1)).isoformat()},
+        {"user": "b", "label": True, "created_at": (T0 + timedelta(minutes=2)).isoformat()},
+    ]
 
 
 def test_unknown_tie_policy_is_rejected():
     with pytest.raises(ValueError, match="tie_policy"):
         consensus_labels(rows((1, True, "a")), tie_policy="coin")
+
+
+def test_a_label_row_without_user_is_not_a_vote_and_is_counted():
+    import json
+
+    from training_pipeline.labels import unattributed_label_rows
+
+    frame = rows((1, True, "a"), (1, False, None), (1, False, None), (2, True, None))
+    out = consensus_labels(frame)
+    # Video 1 has one attributable vote; video 2 has none, so it is not labelled at all.
+    assert result_of(frame) == {1: (True, False, 1, 0)}
+    assert json.loads(out.loc[0, "user_labels_json"])[0]["user"] == "a"
+    assert len(json.loads(out.loc[0, "user_labels_json"])) == 1
+    assert unattributed_label_rows(frame) == 3
+
+
+def test_user_labels_json_is_encoded_not_assembled():
+    import json
+
+    hostile = 'a"b\\c\n\u0000 🎵'
+    out = consensus_labels(rows((1, True, hostile), (1, False, "plain")))
+    entries = json.loads(out.loc[0, "user_labels_json"])
+    assert [entry["user"] for entry in entries] == sorted([hostile, "plain"])
+    assert all(list(entry) == ["user", "label", "created_at"] for entry in entries)
+    assert all(datetime.fromisoformat(entry["created_at"]) for entry in entries)

@@ -110,7 +110,8 @@ def test_labelled_dataset_rows_follow_the_label_rules(
     full_text = format_text_v1("长描述视频", LONG_DESCRIPTION, "测试")
     assert by_aid[8][5] != text_checksum(full_text)
     assert by_aid[1][5] == text_checksum(format_text_v1(*_song()))
-    assert json.loads(by_aid[7][7])["alice"]["label"] is False
+    alice = [entry for entry in json.loads(by_aid[7][7]) if entry["user"] == "alice"]
+    assert [entry["label"] for entry in alice] == [False]  # her latest label only
 
 
 def _song():
@@ -252,7 +253,7 @@ def test_snapshot_parquet_matches_the_trainer_format(
     )
     assert json.loads(metadata_by_aid[3]) == {
         "title": "洛天依 翻唱 小幸运",
-        "description": None,
+        "description": "",
         "tags": "洛天依,翻唱",
     }
 

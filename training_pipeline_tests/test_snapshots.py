@@ -156,8 +156,15 @@ def test_same_rows_give_byte_identical_snapshots_with_lineage(
     sidecar_a = json.loads((datasets_dir / "repro-a.metadata.json").read_text("utf-8"))
     sidecar_b = json.loads((datasets_dir / "repro-b.metadata.json").read_text("utf-8"))
     assert sidecar_a["file_sha256"] == sidecar_b["file_sha256"] == sha256_of(parquet_a)
-    # Only the id, the time, the description and the new/reused counts differ.
-    volatile = {"dataset_id", "created_at", "description", "stats"}
+    # Only the id, the time, the description and the new/reused counts (and since when) differ.
+    volatile = {
+        "dataset_id",
+        "created_at",
+        "description",
+        "stats",
+        "split_stats",
+        "embeddings_new_since",
+    }
     assert {k: v for k, v in sidecar_a.items() if k not in volatile} == {
         k: v for k, v in sidecar_b.items() if k not in volatile
     }

@@ -25,7 +25,7 @@ from training_pipeline.assets.embeddings import embedding_cache_key
 from training_pipeline.assets.source import VIDEO_LABELS_KEY, ranges_of
 from training_pipeline.embedding_cache import EmbeddingCache
 from training_pipeline.fingerprints import LABEL_FINGERPRINTS_KEY, label_fingerprints
-from training_pipeline.labels import TiePolicy, consensus_labels
+from training_pipeline.labels import TiePolicy, consensus_labels, unattributed_label_rows
 from training_pipeline.models_config import EmbeddingModelConfig, model_slug
 from training_pipeline.partitions import aid_ranges_partitions
 from training_pipeline.resources.database import PostgresResource
@@ -53,9 +53,17 @@ LABELLED_DATASET_COLUMNS = [
         "text_checksum", "text", "MD5 of the exact text embedded (the cache key)", nullable=False
     ),
     column("embedding", "vector", "The model's vector of the text", nullable=False),
-    column("metadata_json", "text", "Title, description and tags as JSON", nullable=False),
     column(
-        "user_labels_json", "text", "Each user's latest label and its time, as JSON", nullable=False
+        "metadata_json",
+        "text",
+        'JSON object of title, description, tags as strings ("" for NULL)',
+        nullable=False,
+    ),
+    column(
+        "user_labels_json",
+        "text",
+        'JSON array of {"user", "label", "created_at"}: each user\'s latest label',
+        nullable=False,
     ),
 ]
 
@@ -87,7 +95,7 @@ def preview_markdown(rows: pd.DataFrame, count: int = 5) -> str:
     ]
     matrix = vector_matrix(rows["embedding"].head(count)) if len(rows) else None
     for index, row in enumerate(rows.head(count).itertuples(index=False)):
-        title = (json.loads(row.metadata_json).get("title") or "").replace("|", "\\|")[:40]
+        title = str(json.loads(row.metadata_json).get("title") or "").replace("|", "\\|")[:40]
         start = ", ".join(f"{value:.3f}" for value in matrix[index][:3])
         lines.append(
             f"| {row.aid} | {row.label} | {row.inconsistent} | "
@@ -111,6 +119,8 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
         group_name="datasets",
         kinds={"postgres", "pgvector", "pandas"},
         tags={"model": model_slug(model_name)},
+        # Version of the row format: 2 writes user_labels_json as the old writer's JSON array.
+        code_version="labelled_rows.2",
         description=(
             f"One row per labelled video of the range with its consensus label and its "
             f"`{model_name}` embedding ({model.dimensions}-d) from the cache."
@@ -127,9 +137,8 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
         settings = embedding_models.model(model_name)
         ranges = ranges_of(context)
         with postgres.connect(repeatable_read=True) as connection:
-            label_rows = pd.concat(
-                [video_source.read_label_rows(connection, r) for r in ranges], ignore_index=True
-            )
+            rows_by_range = {r.key: video_source.read_label_rows(connection, r) for r in ranges}
+            label_rows = pd.concat(rows_by_range.values(), ignore_index=True)
             fingerprints = label_fingerprints(connection, video_source, ranges)
             labels = consensus_labels(label_rows, config.tie_policy)
             inputs = model_inputs(preprocessed_text, settings.max_tokens_per_input)
@@ -172,24 +181,34 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
                 "user_labels_json": rows["user_labels_json"],
             }
         )
-        labelled_videos = int(labels["aid"].nunique())
         context.add_output_metadata(
-            {
-                "labelled_videos": labelled_videos,
-                "rows": len(result),
-                "labelled_without_text": labelled_videos - len(result),
-                "positive": int(result["label"].sum()),
-                "negative": int((~result["label"]).sum()),
-                "inconsistent": int(result["inconsistent"].sum()),
-                "positive_share": MetadataValue.float(
-                    float(result["label"].mean()) if len(result) else 0.0
-                ),
-                "tie_policy": config.tie_policy,
-                LABEL_FINGERPRINTS_KEY: MetadataValue.json(fingerprints),
-                "embedding_dimensions": settings.dimensions,
-                "preview": MetadataValue.md(preview_markdown(result)),
-            }
+            {"tie_policy": config.tie_policy, "embedding_dimensions": settings.dimensions}
         )
+        # Each range's materialization describes that range only (a run may cover several).
+        range_of_aid = {
+            aid: key for key, frame in rows_by_range.items() for aid in frame["aid"].unique()
+        }
+        labelled_per_range = labels["aid"].map(range_of_aid).value_counts()
+        for key, frame in rows_by_range.items():
+            range_rows = result[result[PARTITION_COLUMN] == key]
+            labelled_videos = int(labelled_per_range.get(key, 0))
+            context.add_asset_metadata(
+                {
+                    "labelled_videos": labelled_videos,
+                    "rows": len(range_rows),
+                    "labelled_without_text": labelled_videos - len(range_rows),
+                    "unattributed_label_rows": unattributed_label_rows(frame),
+                    "positive": int(range_rows["label"].sum()),
+                    "negative": int((~range_rows["label"]).sum()),
+                    "inconsistent": int(range_rows["inconsistent"].sum()),
+                    "positive_share": MetadataValue.float(
+                        float(range_rows["label"].mean()) if len(range_rows) else 0.0
+                    ),
+                    LABEL_FINGERPRINTS_KEY: MetadataValue.json({key: fingerprints[key]}),
+                    "preview": MetadataValue.md(preview_markdown(range_rows)),
+                },
+                partition_key=key,
+            )
         return result
 
     return labelled_dataset

@@ -36,6 +36,7 @@ from pydantic import Field
 from training_pipeline.assets.source import VIDEO_LABELS_KEY, ranges_of
 from training_pipeline.embedding.engine import EmbeddingFailed, EmbeddingRunStats, embed_texts
 from training_pipeline.embedding_cache import CACHE_TABLE_SCHEMA, EmbeddingCache
+from training_pipeline.labels import attributed
 from training_pipeline.models_config import EmbeddingModelConfig, model_slug
 from training_pipeline.partitions import aid_ranges_partitions
 from training_pipeline.resources.database import DatabaseError, PostgresResource, open_connection
@@ -68,11 +69,12 @@ def embedding_cache_key(model_name: str) -> AssetKey:
 def labelled_aids(
     postgres: PostgresResource, video_source: VideoSourceResource, context: AssetExecutionContext
 ) -> set[int]:
-    """Aids in this run's ranges that have at least one label row."""
+    """Aids in this run's ranges that have at least one vote (a label row that names a user)."""
     aids: set[int] = set()
     with postgres.connect() as connection:
         for aid_range in ranges_of(context):
-            aids.update(video_source.read_label_rows(connection, aid_range)["aid"].tolist())
+            rows = video_source.read_label_rows(connection, aid_range)
+            aids.update(rows.loc[attributed(rows), "aid"].tolist())
     return aids
 
 
@@ -103,13 +105,14 @@ class CacheWriter:
         self._log = log
         self._own: EmbeddingCache | None = None  # a connection this writer opened itself
         self.reconnects = 0
+        self.written: set[str] = set()  # checksums whose rows this writer stored
 
     def store(self, checksums: Sequence[str], vectors: np.ndarray) -> None:
         for attempt in range(1, STORE_ATTEMPTS + 1):
             try:
                 if self.cache is None:
                     self.cache = self._own = self._reconnect()
-                self.cache.store(checksums, vectors, replace=self._replace)
+                self.written.update(self.cache.store(checksums, vectors, replace=self._replace))
                 return
             except (psycopg.OperationalError, DatabaseError) as error:
                 self._drop_connection()
@@ -136,25 +139,60 @@ class CacheWriter:
 
 
 def run_metadata(stats: EmbeddingRunStats, model: EmbeddingModelConfig) -> dict[str, object]:
-    """The embedding run's numbers as plain ints and floats (Dagster plots them over runs)."""
+    """The embedding run's numbers as plain ints and floats (Dagster plots them over runs).
+
+    Requests, tokens, cost and rates belong to the whole run, which may cover several aid
+    ranges: they cannot be split by range honestly, so their names say `run_`.
+    """
     metadata: dict[str, object] = {
-        "requests": stats.requests,
-        "retries": stats.retries,
-        "rate_limited_429s": stats.rate_limited,
-        "tokens": stats.tokens,
-        "tokens_reported_by_api": stats.reported_tokens,
-        "tokens_estimated": stats.estimated_tokens,
-        "embedding_seconds": MetadataValue.float(round(stats.elapsed_seconds, 3)),
-        "requests_per_minute": MetadataValue.float(round(stats.requests_per_minute, 2)),
-        "texts_per_second": MetadataValue.float(round(stats.texts_per_second, 2)),
+        "run_requests": stats.requests,
+        "run_retries": stats.retries,
+        "run_rate_limited_429s": stats.rate_limited,
+        "run_texts_sent": stats.texts,
+        "run_tokens": stats.tokens,
+        "run_tokens_reported_by_api": stats.reported_tokens,
+        "run_tokens_estimated": stats.estimated_tokens,
+        "run_embedding_seconds": MetadataValue.float(round(stats.elapsed_seconds, 3)),
+        "run_requests_per_minute": MetadataValue.float(round(stats.requests_per_minute, 2)),
+        "run_texts_per_second": MetadataValue.float(round(stats.texts_per_second, 2)),
         "max_concurrent_requests": stats.concurrency,
     }
     cost = stats.estimated_cost_usd(model.price_per_million_tokens)
     if cost is not None:
-        metadata["estimated_cost_usd"] = MetadataValue.float(round(cost, 6))
+        metadata["run_estimated_cost_usd"] = MetadataValue.float(round(cost, 6))
     if stats.errors:
-        metadata["failed_attempts"] = MetadataValue.json(dict(sorted(stats.errors.items())))
+        metadata["run_failed_attempts"] = MetadataValue.json(dict(sorted(stats.errors.items())))
     return metadata
+
+
+def range_counts(
+    keys: Sequence[str],
+    selected: pd.DataFrame,
+    inputs: pd.DataFrame,
+    written: set[str],
+) -> dict[str, dict[str, int]]:
+    """Per aid range: videos, texts, and distinct texts newly embedded or reused.
+
+    Every count is of distinct texts (one cache row each). A text needed by several ranges of
+    one run is stored once and counts as new in the first range (in key order) and as reused in
+    the others, so the ranges' `new_embeddings` sum to the rows the run stored.
+    """
+    counted: set[str] = set()
+    counts: dict[str, dict[str, int]] = {}
+    for key in keys:
+        range_inputs = inputs[inputs["aid_range"] == key]
+        distinct = list(dict.fromkeys(range_inputs["input_checksum"]))
+        new = [checksum for checksum in distinct if checksum in written and checksum not in counted]
+        counted.update(new)
+        counts[key] = {
+            "videos_selected": len(range_inputs),
+            "videos_without_text": int((selected["aid_range"] == key).sum()) - len(range_inputs),
+            "truncated_texts": int(range_inputs["truncated"].sum()),
+            "distinct_texts": len(distinct),
+            "new_embeddings": len(new),
+            "reused_embeddings": len(distinct) - len(new),
+        }
+    return counts
 
 
 def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) -> AssetsDefinition:
@@ -241,7 +279,7 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
                 raise Failure(
                     description=str(error),
                     metadata={
-                        "new_embeddings": error.stats.texts,
+                        "new_embeddings": len(writer.written),
                         "missing_embeddings": error.stats.total - error.stats.texts,
                         "database_reconnects": writer.reconnects,
                         **run_metadata(error.stats, settings),
@@ -250,19 +288,19 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
             finally:
                 writer.close()
 
+        for key, counts in range_counts(
+            context.partition_keys, texts, inputs, writer.written
+        ).items():
+            context.add_asset_metadata(counts, partition_key=key)
         metadata = {
             "model": model_name,
             "dimensions": settings.dimensions,
             "scope": config.scope,
             "force_regenerate": config.force_regenerate,
-            "videos_selected": len(inputs),
-            "videos_without_text": int(len(texts) - len(inputs)),
-            "truncated_texts": int(inputs["truncated"].sum()),
-            "distinct_texts": len(unique_inputs),
-            "new_embeddings": stats.texts,
-            "reused_embeddings": len(cached),
-            "total_embeddings": len(unique_inputs),
-            "database_reconnects": writer.reconnects,
+            "run_aid_ranges": len(context.partition_keys),
+            "run_distinct_texts": len(unique_inputs),
+            "run_new_embeddings": len(writer.written),
+            "run_database_reconnects": writer.reconnects,
             **run_metadata(stats, settings),
         }
         return MaterializeResult(metadata=metadata)

@@ -11,12 +11,14 @@ the model, the text format, the tie policy and, per aid range, the materializati
 data version) that wrote the rows, plus the latest asset check results of the labelled dataset.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pyarrow as pa
 from dagster import (
     AssetCheckKey,
@@ -44,7 +46,13 @@ from training_pipeline.assets.dataset import (
     labelled_dataset_table,
 )
 from training_pipeline.checks import CheckTarget, evaluate_rules, failed_errors
-from training_pipeline.datasets import DatasetStore, new_dataset_id, validate_dataset_id
+from training_pipeline.dataset_contract import DatasetContractError, conform_rows
+from training_pipeline.datasets import (
+    DatasetStore,
+    dataset_stats,
+    new_dataset_id,
+    validate_dataset_id,
+)
 from training_pipeline.embedding_cache import CACHE_TABLE
 from training_pipeline.io_managers.pandas_type_handler import read_table
 from training_pipeline.models_config import EmbeddingModelConfig, model_slug
@@ -54,6 +62,7 @@ from training_pipeline.resources.dataset_store import DatasetStoreResource
 from training_pipeline.resources.sources import VideoSourceResource
 from training_pipeline.splits import (
     SPLIT_METHOD,
+    SPLIT_NAMES,
     SplitRatios,
     SplitRatiosError,
     assign_splits,
@@ -103,6 +112,13 @@ class SnapshotConfig(Config):
     test_ratio: float = Field(
         default=0.1, description="Share of the 'test' split (the three ratios must sum to 1)"
     )
+    reuse_identical: bool = Field(
+        default=False,
+        description=(
+            "If a snapshot with a byte-identical Parquet file (same file_sha256) exists, write "
+            "nothing and report that snapshot as current (what `make demo` does)"
+        ),
+    )
 
 
 def dataset_snapshot_key(model_name: str) -> AssetKey:
@@ -132,6 +148,27 @@ def to_arrow(rows: pd.DataFrame, dimensions: int, splits: Sequence[str]) -> pa.T
         "split": pa.array(list(splits), pa.string()),
     }
     return pa.table([columns[name] for name in PARQUET_COLUMNS], names=PARQUET_COLUMNS)
+
+
+def embedded_since(
+    connection: psycopg.Connection,
+    cache_table: sql.Identifier,
+    model_name: str,
+    dimensions: int,
+    rows: pd.DataFrame,
+    since: str | None,
+) -> set[str]:
+    """The rows' distinct text checksums whose cached vector is newer than `since` (all if
+    None): the snapshot's `new_embeddings`, as opposed to vectors cached before."""
+    distinct = list(set(rows["text_checksum"]))
+    if since is None:
+        return set(distinct)
+    query = sql.SQL(
+        "SELECT checksum FROM {} WHERE model = %s AND dimensions = %s"
+        " AND checksum = ANY(%s) AND created_at > %s"
+    ).format(cache_table)
+    params = (model_name, dimensions, distinct, since)
+    return {row[0] for row in connection.execute(query, params).fetchall()}
 
 
 def previous_snapshot_time(store: DatasetStore, model_name: str) -> str | None:
@@ -192,69 +229,145 @@ def partition_lineage(
     return lineage
 
 
-def _check_keys(
-    context: AssetExecutionContext, asset_key: AssetKey, run_ids: Iterable[str]
-) -> set[AssetCheckKey]:
-    """Checks of the asset: those defined in the code location (or the run's job) and those
-    evaluated in the runs that wrote the snapshot's partitions."""
-    keys: set[AssetCheckKey] = set()
+def _check_keys(context: AssetExecutionContext, asset_key: AssetKey) -> set[AssetCheckKey]:
+    """Checks of the asset defined in the code location (or, for `materialize()`, the job)."""
     try:
         graph = context.repository_def.asset_graph
     except Exception:  # `materialize()` runs have no repository; their job still has a graph
         graph = context.job_def.asset_layer.asset_graph
-    keys.update(graph.get_check_keys_for_assets({asset_key}))
-    for run_id in set(run_ids):
-        for event in context.instance.all_logs(
-            run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+    return set(graph.get_check_keys_for_assets({asset_key}))
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    """One recorded asset check evaluation and the aid ranges it covered."""
+
+    check_name: str
+    run_id: str
+    timestamp: float
+    passed: bool
+    severity: str
+    description: str | None
+    aid_ranges: frozenset[str] | None  # None: recorded without the list of its ranges
+    failing: Mapping[str, Any]
+    metadata: Mapping[str, Any]  # the evaluation's plain (scalar) metadata, of all its ranges
+
+    @classmethod
+    def from_event(cls, event: Any) -> "_Evaluation | None":
+        dagster_event = event.get_dagster_event() if event is not None else None
+        if dagster_event is None or dagster_event.event_type != (
+            DagsterEventType.ASSET_CHECK_EVALUATION
         ):
-            check_key = event.get_dagster_event().asset_check_evaluation_data.asset_check_key
-            if check_key.asset_key == asset_key:
-                keys.add(check_key)
-    return keys
+            return None
+        evaluation = dagster_event.asset_check_evaluation_data
+        metadata = evaluation.metadata or {}
+        ranges = _plain_json(metadata.get("aid_ranges"))
+        if not isinstance(ranges, list) and evaluation.partition is not None:
+            ranges = [evaluation.partition]  # a partitioned check covers its partition
+        failing = _plain_json(metadata.get("failing_aid_ranges"))
+        return cls(
+            check_name=evaluation.check_name,
+            run_id=event.run_id,
+            timestamp=event.timestamp,
+            passed=evaluation.passed,
+            severity=evaluation.severity.value,
+            description=evaluation.description,
+            aid_ranges=frozenset(ranges) if isinstance(ranges, list) else None,
+            failing=failing if isinstance(failing, dict) else {},
+            metadata={
+                name: _plain(value) for name, value in metadata.items() if _plain(value) is not None
+            },
+        )
+
+    def covers(self, key: str, lineage_run_id: str | None) -> bool:
+        if self.aid_ranges is not None:
+            return key in self.aid_ranges
+        return self.run_id == lineage_run_id  # an older evaluation: trust only its own run
+
+    def verdict_for(self, key: str) -> bool:
+        if not self.failing:  # no per-range verdicts recorded: the evaluation's own
+            return self.passed
+        return key not in self.failing
 
 
-def latest_check_results(
+def _plain_json(value: Any) -> Any:
+    """A JSON metadata value (list or dict) as plain Python."""
+    return getattr(value, "value", value)
+
+
+def range_check_results(
     context: AssetExecutionContext,
     asset_key: AssetKey,
     lineage: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """The latest result of every asset check of `asset_key`: per check name, per aid range
-    (`unpartitioned` for checks that ran without a partition). `current` says whether the
-    evaluated materialization is the one whose rows are in the snapshot. Empty if no checks."""
-    check_keys = sorted(
-        _check_keys(context, asset_key, [entry["run_id"] for entry in lineage.values()]),
-        key=lambda key: key.name,
-    )
+    """Per check name and aid range of the snapshot: the latest verdict that covered that range.
+
+    A check run evaluates the stored rows of the ranges its run wrote (or, run on its own, of
+    every stored range) and records which ranges fail; so each range of a snapshot gets the
+    verdict of the newest evaluation that covered it: `passed` for that range, `status`,
+    `severity`, `description`, `failing_rows` (of that range), `run_id`, `evaluated_at`, and
+    `current`: whether it was evaluated after the rows in the snapshot were written, and the
+    evaluation's scalar `metadata` (which describes all the ranges it covered). A range that no
+    evaluation covered is `{"status": "NOT_EVALUATED"}`. Empty if the asset has no checks.
+    """
+    # The checks defined now, and those evaluated in the runs that wrote the snapshot's rows.
+    check_keys = _check_keys(context, asset_key)
+    candidates: list[_Evaluation] = []
+    for run_id in {entry["run_id"] for entry in lineage.values() if entry.get("run_id")}:
+        for event in context.instance.all_logs(
+            run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+        ):
+            evaluation = _Evaluation.from_event(event)
+            check_key = event.get_dagster_event().asset_check_evaluation_data.asset_check_key
+            if evaluation is not None and check_key.asset_key == asset_key:
+                candidates.append(evaluation)
+                check_keys.add(check_key)
     if not check_keys:
         return {}
+    names = {key.name for key in check_keys}
+    # The latest evaluations: of partitioned checks, per range; of the others, overall.
     storage = context.instance.event_log_storage
-    current_ids = {entry["storage_id"] for entry in lineage.values()}
-    results: dict[str, dict[str, dict[str, Any]]] = {key.name: {} for key in check_keys}
+    ordered_keys = sorted(check_keys, key=lambda key: key.name)
     for partition in [*lineage, None]:
         latest = storage.get_latest_asset_check_execution_by_key(
-            check_keys, partition_filter=PartitionKeyFilter(key=partition)
+            ordered_keys, partition_filter=PartitionKeyFilter(key=partition)
         )
-        for check_key, record in latest.items():
-            entry: dict[str, Any] = {
-                "status": record.status.value,
-                "run_id": record.run_id,
-                "evaluated_at": _iso(record.create_timestamp),
+        for record in latest.values():
+            evaluation = _Evaluation.from_event(record.event)
+            if evaluation is not None:
+                candidates.append(evaluation)
+    candidates.sort(key=lambda evaluation: evaluation.timestamp, reverse=True)
+
+    results: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in sorted(names)}
+    for key, entry in lineage.items():
+        materialized_at = entry.get("materialized_at")
+        written_at = (
+            datetime.fromisoformat(materialized_at).timestamp() if materialized_at else None
+        )
+        for name in results:
+            found = next(
+                (
+                    evaluation
+                    for evaluation in candidates
+                    if evaluation.check_name == name and evaluation.covers(key, entry.get("run_id"))
+                ),
+                None,
+            )
+            if found is None:
+                results[name][key] = {"status": "NOT_EVALUATED"}
+                continue
+            passed = found.verdict_for(key)
+            results[name][key] = {
+                "status": "SUCCEEDED" if passed else "FAILED",
+                "passed": passed,
+                "severity": found.severity,
+                "description": found.description,
+                "failing_rows": int(found.failing.get(key, 0)),
+                "metadata": found.metadata,
+                "run_id": found.run_id,
+                "evaluated_at": _iso(found.timestamp),
+                "current": written_at is not None and found.timestamp >= written_at,
             }
-            event = record.event.get_dagster_event() if record.event else None
-            if event is not None and event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
-                evaluation = event.asset_check_evaluation_data
-                target = evaluation.target_materialization_data
-                entry |= {
-                    "passed": evaluation.passed,
-                    "severity": evaluation.severity.value,
-                    "description": evaluation.description,
-                    "metadata": {
-                        name: _plain(value) for name, value in (evaluation.metadata or {}).items()
-                    },
-                    "evaluated_at": _iso(record.event.timestamp),
-                    "current": None if target is None else target.storage_id in current_ids,
-                }
-            results[check_key.name][partition or UNPARTITIONED] = entry
     return results
 
 
@@ -339,20 +452,18 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
             if blocking:
                 raise Failure(
                     description="snapshot blocked by failed checks: "
-                    + "; ".join(f"{o.name}: {o.description}" for o in blocking),
+                    + "; ".join(
+                        f"{o.name}: {o.description} (aid ranges {sorted(o.failing)})"
+                        for o in blocking
+                    ),
                     metadata={o.name: o.metadata.get("sample_aids", []) for o in blocking},
                 )
             rows = read_table(
                 connection, table, LABELLED_DATASET_COLUMNS, PARTITION_COLUMN, keys, config.aids
             )
-            new_embeddings = len(rows)
-            if since is not None:
-                query = sql.SQL(
-                    "SELECT count(*) FROM {} WHERE model = %s AND dimensions = %s"
-                    " AND checksum = ANY(%s) AND created_at > %s"
-                ).format(cache_table)
-                params = (model_name, model.dimensions, list(set(rows["text_checksum"])), since)
-                new_embeddings = connection.execute(query, params).fetchone()[0]
+            new_checksums = embedded_since(
+                connection, cache_table, model_name, model.dimensions, rows, since
+            )
         if latest_materialization_ids(context.instance, source_key, keys) != storage_ids:
             raise Failure(
                 description=(
@@ -371,6 +482,22 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
                 )
         if not rows["aid"].is_monotonic_increasing:  # read_table orders by aid already
             rows = rows.sort_values("aid", kind="stable", ignore_index=True)
+        try:
+            conformed, repaired = conform_rows(
+                rows["aid"], rows["metadata_json"], rows["user_labels_json"]
+            )
+        except DatasetContractError as error:
+            raise Failure(
+                description=f"a row of {source_key.to_user_string()} breaks the file format the "
+                f"trainer reads: {error}. Re-materialize the range to rebuild it."
+            ) from None
+        rows["metadata_json"] = pd.Series(conformed, dtype=object, index=rows.index)
+        if repaired:
+            context.log.warning(
+                f"{repaired} rows were stored with null text fields in metadata_json (by an older "
+                'version); written as "" as the trainer needs. Re-materialize preprocessed_text '
+                f"and {source_key.to_user_string()} to store them so."
+            )
         splits = assign_splits(rows["aid"].tolist(), ratios)
         lineage = partition_lineage(context.instance, source_key, storage_ids)
         rows_per_range = rows[PARTITION_COLUMN].value_counts().to_dict()
@@ -383,7 +510,6 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
                 "the aid ranges of this snapshot were built with different tie policies: "
                 + ", ".join(f"{key}={entry.get('tie_policy')}" for key, entry in lineage.items())
             )
-        distinct = int(rows["text_checksum"].nunique())
         sidecar = {
             "description": config.description,
             "created_at": datetime.now(UTC).isoformat(),
@@ -395,37 +521,60 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
             "aid_ranges": keys,
             "aids": sorted(set(config.aids)) if config.aids is not None else None,
             "partitions": partitions,
-            "checks": latest_check_results(context, source_key, lineage),
+            "checks": range_check_results(context, source_key, lineage),
             "quality_gate": {
                 outcome.name: {
                     "passed": outcome.passed,
                     "severity": outcome.severity.value,
                     "description": outcome.description,
+                    "failing_aid_ranges": outcome.failing,
                 }
                 for outcome in gate
             },
             "split_method": SPLIT_METHOD,
             "split_ratios": ratios.as_dict(),
             "split_rows": split_counts(splits),
-            "stats": {
-                "total_records": len(rows),
-                "new_embeddings": int(min(new_embeddings, distinct)),
-                "reused_embeddings": int(distinct - min(new_embeddings, distinct)),
-                "inconsistent_labels": int(rows["inconsistent"].sum()),
-                "embedding_model": model_name,
+            "stats": dataset_stats(rows, new_checksums, model_name),
+            "split_stats": {
+                name: dataset_stats(rows[splits == name], new_checksums, model_name)
+                for name in SPLIT_NAMES
             },
+            "embeddings_new_since": since,
         }
-        written = store.write(dataset_id, to_arrow(rows, model.dimensions, splits), sidecar)
+        table = to_arrow(rows, model.dimensions, splits)
+        with store.prepare(table) as prepared:
+            identical = store.find_identical(prepared.sha256) if config.reuse_identical else None
+            if identical is not None:
+                files = store.files(identical["dataset_id"])
+                context.log.info(
+                    f"the labelled rows are identical to snapshot {identical['dataset_id']} "
+                    f"(file_sha256 {prepared.sha256[:12]}...): nothing written, it is current"
+                )
+                return MaterializeResult(
+                    metadata={
+                        "dataset_id": identical["dataset_id"],
+                        "snapshot_written": False,
+                        "identical_to": identical["dataset_id"],
+                        "path": MetadataValue.path(str(files.parquet)),
+                        "rows": len(rows),
+                        "distinct_texts": int(rows["text_checksum"].nunique()),
+                        "file_sha256": prepared.sha256,
+                    }
+                )
+            written = store.publish(prepared, dataset_id, sidecar)
         files = store.files(dataset_id)
         context.log.info(f"dataset {dataset_id}: {len(rows)} rows written to {files.parquet}")
         return MaterializeResult(
             metadata={
                 "dataset_id": dataset_id,
+                "snapshot_written": True,
                 "path": MetadataValue.path(str(files.parquet)),
                 "rows": len(rows),
                 "aid_ranges": len(keys),
+                "distinct_texts": written["stats"]["distinct_texts"],
                 "new_embeddings": written["stats"]["new_embeddings"],
                 "reused_embeddings": written["stats"]["reused_embeddings"],
+                "repaired_metadata_rows": repaired,
                 "file_size_bytes": written["file_size_bytes"],
                 "file_sha256": written["file_sha256"],
                 "tie_policy": str(tie_policy),

@@ -72,11 +72,15 @@ def raw_video_text(
             frame.insert(1, PARTITION_COLUMN, pd.Series([aid_range.key] * len(frame), dtype=object))
             frames.append(frame)
         fingerprints = source_fingerprints(connection, video_source, ranges)
-    result = pd.concat(frames, ignore_index=True)
-    context.add_output_metadata(
-        {
-            "videos": len(result),
-            SOURCE_FINGERPRINTS_KEY: MetadataValue.json(fingerprints),
-        }
-    )
-    return result
+    # Each range's materialization describes that range only (a run may cover several).
+    for aid_range, frame in zip(ranges, frames, strict=True):
+        context.add_asset_metadata(
+            {
+                "videos": len(frame),
+                SOURCE_FINGERPRINTS_KEY: MetadataValue.json(
+                    {aid_range.key: fingerprints[aid_range.key]}
+                ),
+            },
+            partition_key=aid_range.key,
+        )
+    return pd.concat(frames, ignore_index=True)

@@ -23,7 +23,12 @@ PREPROCESSED_TEXT_COLUMNS = [
         nullable=False,
     ),
     column("checksum", "text", "MD5 hex digest of the UTF-8 text", nullable=False),
-    column("metadata_json", "text", "Title, description and tags as JSON", nullable=False),
+    column(
+        "metadata_json",
+        "text",
+        'JSON object of title, description, tags as strings ("" for NULL)',
+        nullable=False,
+    ),
 ]
 
 
@@ -34,7 +39,8 @@ PREPROCESSED_TEXT_COLUMNS = [
     metadata=table_metadata("preprocessed_text", PREPROCESSED_TEXT_COLUMNS),
     group_name="text",
     kinds={"postgres", "pandas"},
-    code_version=TEXT_FORMAT,
+    # The text format, plus the version of the `metadata_json` encoding (2: "" for NULL fields).
+    code_version=f"{TEXT_FORMAT}+metadata_json.2",
     description=(
         "Format `v1` text of each video (the old service's format, so checksums match its "
         "cache), its MD5 checksum, and the source fields as JSON for the dataset."
@@ -71,12 +77,18 @@ def preprocessed_text(context: AssetExecutionContext, raw_video_text: pd.DataFra
             ),
         }
     )
-    empty = int((result["text"] == "").sum())
-    context.add_output_metadata(
-        {
-            "videos": len(result),
-            "empty_texts": empty,
-            "distinct_texts": int(result["checksum"].nunique()),
-        }
+    per_range = result.groupby(PARTITION_COLUMN, sort=False).agg(
+        videos=("aid", "size"),
+        empty_texts=("text", lambda texts: int((texts == "").sum())),
+        distinct_texts=("checksum", "nunique"),
     )
+    for key in context.partition_keys:  # a range without videos still gets its zeros
+        counts = per_range.loc[key] if key in per_range.index else None
+        context.add_asset_metadata(
+            {
+                name: int(counts[name]) if counts is not None else 0
+                for name in ("videos", "empty_texts", "distinct_texts")
+            },
+            partition_key=key,
+        )
     return result

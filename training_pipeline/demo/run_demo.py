@@ -34,9 +34,11 @@ class DemoSummary:
     videos: int = 0
     label_rows: int = 0
     labelled_rows: int = 0
+    distinct_texts: int = 0
     new_embeddings: int = 0
     reused_embeddings: int = 0
     dataset_id: str = ""
+    dataset_written: bool = True
     parquet_path: str = ""
     seconds: float = 0.0
     per_partition: list[str] = field(default_factory=list)
@@ -97,7 +99,6 @@ def run_demo(
         cache = _materialized_metadata(result, embedding_cache_key(model_name))
         dataset = _materialized_metadata(result, labelled_dataset_key(model_name))
         summary.new_embeddings += cache["new_embeddings"]
-        summary.reused_embeddings += cache["reused_embeddings"]
         summary.labelled_rows += dataset["rows"]
         line = (
             f"    {key}: {dataset['rows']} labelled rows, {cache['new_embeddings']} new and "
@@ -115,14 +116,23 @@ def run_demo(
             **QUIET_LOGS,
             "ops": {
                 dataset_snapshot_key(model_name).to_python_identifier(): {
-                    "config": {"description": "make demo: every aid range, sample data"}
+                    "config": {
+                        "description": "make demo: every aid range, sample data",
+                        # Rows identical to an existing snapshot's: report that one, write none.
+                        "reuse_identical": True,
+                    }
                 }
             },
         },
     )
     snapshot_metadata = _materialized_metadata(snapshot, dataset_snapshot_key(model_name))
     summary.dataset_id = snapshot_metadata["dataset_id"]
+    summary.dataset_written = bool(snapshot_metadata["snapshot_written"])
     summary.parquet_path = str(snapshot_metadata["path"])
+    # Counted as everywhere else: distinct texts (one cached vector each), not rows. The new
+    # ones are the cache rows this demo wrote; the others were cached before it started.
+    summary.distinct_texts = snapshot_metadata["distinct_texts"]
+    summary.reused_embeddings = max(0, summary.distinct_texts - summary.new_embeddings)
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -131,13 +141,18 @@ def format_summary(summary: DemoSummary, model_name: str) -> str:
     """The closing report of `make demo`."""
     if summary.new_embeddings == 0:
         embedded = (
-            f"nothing new to embed: all {summary.reused_embeddings} texts were already cached"
+            f"nothing new to embed: all {summary.distinct_texts} distinct texts were already cached"
         )
     else:
         embedded = (
-            f"{summary.new_embeddings} new embeddings, "
-            f"{summary.reused_embeddings} reused from the cache"
+            f"{summary.new_embeddings} new (embedded now), {summary.reused_embeddings} reused "
+            f"from the cache, of {summary.distinct_texts} distinct texts"
         )
+    dataset = (
+        f"{summary.dataset_id} (new snapshot)"
+        if summary.dataset_written
+        else f"{summary.dataset_id} is current: the labelled rows are identical, nothing written"
+    )
     return "\n".join(
         [
             "",
@@ -148,7 +163,7 @@ def format_summary(summary: DemoSummary, model_name: str) -> str:
             f"  videos          {summary.videos} ({summary.label_rows} label rows)",
             f"  labelled rows   {summary.labelled_rows}",
             f"  embeddings      {embedded}",
-            f"  dataset         {summary.dataset_id}",
+            f"  dataset         {dataset}",
             f"  parquet         {summary.parquet_path}",
             f"  took            {summary.seconds:.1f} s",
         ]

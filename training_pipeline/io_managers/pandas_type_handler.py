@@ -121,8 +121,21 @@ class PandasPostgresTypeHandler(DbTypeHandler[pd.DataFrame]):
                 f"{asset} declares {declared}; drop the table (it is rebuilt by "
                 "re-materializing) or migrate it"
             )
-        write_frame(connection, table_identifier(table_slice), obj, schema.columns)
-        return {"dagster/row_count": MetadataValue.int(len(obj))}
+        target = table_identifier(table_slice)
+        write_frame(connection, target, obj, schema.columns)
+        keys = partition_keys(table_slice)
+        if keys is not None:
+            # Each partition's materialization gets its own row count (a run may write several).
+            (dimension,) = table_slice.partition_dimensions or []
+            counts = obj[dimension.partition_expr].value_counts()
+            for key in keys:
+                context.step_context.add_asset_metadata(
+                    {"dagster/partition_row_count": MetadataValue.int(int(counts.get(key, 0)))},
+                    asset_key=context.asset_key,
+                    partition_key=key,
+                )
+        table_rows = connection.execute(sql.SQL("SELECT count(*) FROM {}").format(target))
+        return {"dagster/row_count": MetadataValue.int(table_rows.fetchone()[0])}
 
     def load_input(
         self, context: InputContext, table_slice: TableSlice, connection: psycopg.Connection

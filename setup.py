@@ -6,7 +6,8 @@ setup(
     name="training_pipeline",
     version="0.1.0",
     description="Video metadata and labels in PostgreSQL -> embedded training datasets",
-    packages=find_packages(exclude=["training_pipeline_tests", "benchmarks"]),
+    # Only the pipeline is installed: tests, benchmarks and the demo stay in the checkout.
+    packages=find_packages(include=["training_pipeline", "training_pipeline.*"]),
     python_requires=">=3.11,<3.12",
     install_requires=[
         # The Dagster family is released in lockstep; an unpinned dagster-postgres resolves to an

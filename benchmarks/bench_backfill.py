@@ -27,12 +27,12 @@ from dagster import DagsterEventType, DagsterInstance, execute_job, reconstructa
 
 from benchmarks.bench_storage import embedded_server
 from benchmarks.report import Report
-from training_pipeline.automation import refresh_job_name
+from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME, plan_new_ranges
 from training_pipeline.definitions import build_definitions
-from training_pipeline.demo.seed import seed_sample_data
-from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME, plan_new_ranges
-from training_pipeline.resources.database import PostgresResource
-from training_pipeline.resources.sources import VideoSourceResource
+from training_pipeline.defs.automation.automation import refresh_job_name
+from training_pipeline.storage.connection import PostgresResource
+from training_pipeline.storage.sources import VideoSourceResource
+from training_pipeline_demo.seed import seed_sample_data
 from training_pipeline_tests.embedding_server import running_embedding_server
 
 VIDEOS = 100_000

@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import Report
+from training_pipeline.core.models_config import EmbeddingModelConfig
+from training_pipeline.core.text import text_checksum
 from training_pipeline.embedding.batching import plan_batches
 from training_pipeline.embedding.clients import OpenAICompatibleClient
 from training_pipeline.embedding.engine import embed_texts
-from training_pipeline.models_config import EmbeddingModelConfig
-from training_pipeline.text import text_checksum
 from training_pipeline_tests.embedding_server import EmbeddingServer, running_embedding_server
 
 ALLOWED_PER_MINUTE = 600
@@ -86,8 +86,8 @@ class _Database:
     def __enter__(self):
         import pgserver
 
-        from training_pipeline.embedding_cache import EmbeddingCache
-        from training_pipeline.resources.database import open_connection
+        from training_pipeline.storage.connection import open_connection
+        from training_pipeline.storage.embedding_cache import EmbeddingCache
 
         self._dir = tempfile.TemporaryDirectory(prefix="bench-embedding-")
         with warnings.catch_warnings():

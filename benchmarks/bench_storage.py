@@ -31,13 +31,16 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from benchmarks.report import Report
-from training_pipeline.assets.dataset import LABELLED_DATASET_COLUMNS, labelled_dataset_table
-from training_pipeline.embedding_cache import EmbeddingCache
-from training_pipeline.io_managers.table_io import read_table, write_frame
-from training_pipeline.resources.database import open_connection
-from training_pipeline.resources.sources import VideoSourceResource
-from training_pipeline.text import format_text_v1, text_checksum
-from training_pipeline.vector_columns import vector_matrix, vector_series
+from training_pipeline.core.text import format_text_v1, text_checksum
+from training_pipeline.defs.assets.labelled_dataset import (
+    LABELLED_DATASET_COLUMNS,
+    labelled_dataset_table,
+)
+from training_pipeline.storage.connection import open_connection
+from training_pipeline.storage.embedding_cache import EmbeddingCache
+from training_pipeline.storage.sources import VideoSourceResource
+from training_pipeline.storage.table_io import read_table, write_frame
+from training_pipeline.storage.vector_columns import vector_matrix, vector_series
 
 ROWS = int(os.environ.get("BENCH_STORAGE_ROWS", "100000"))
 OLD_ROWS = int(os.environ.get("BENCH_OLD_ROWS", "5000"))

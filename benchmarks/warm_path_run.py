@@ -34,10 +34,10 @@ from dagster import (
     reconstructable,
 )
 
-from training_pipeline.assets.dataset import labelled_dataset_key
-from training_pipeline.assets.embeddings import embedding_cache_key
+from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
 from training_pipeline.definitions import build_definitions
-from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME
+from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
+from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
 
 
 def peak_rss_bytes() -> int:

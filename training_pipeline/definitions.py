@@ -8,23 +8,22 @@ from pathlib import Path
 
 from dagster import Definitions, in_process_executor
 
-from training_pipeline.assets.dataset import build_labelled_dataset_asset
-from training_pipeline.assets.embeddings import build_embedding_cache_asset
-from training_pipeline.assets.snapshots import build_snapshot_asset
-from training_pipeline.assets.source import (
+from training_pipeline.core.models_config import default_models_config_path, load_models_config
+from training_pipeline.defs.assets.embedding_cache import build_embedding_cache_asset
+from training_pipeline.defs.assets.labelled_dataset import build_labelled_dataset_asset
+from training_pipeline.defs.assets.snapshot import build_snapshot_asset
+from training_pipeline.defs.assets.sources import (
     raw_video_text,
     video_labels_source,
     video_metadata_source,
 )
-from training_pipeline.assets.text import preprocessed_text
-from training_pipeline.automation import build_automation
-from training_pipeline.checks import build_labelled_dataset_checks
-from training_pipeline.io_managers.postgres_io_manager import PostgresPandasIOManager
-from training_pipeline.models_config import default_models_config_path, load_models_config
-from training_pipeline.resources.database import PostgresResource
-from training_pipeline.resources.dataset_store import DatasetStoreResource
-from training_pipeline.resources.embedding_models import EmbeddingModelsResource
-from training_pipeline.resources.sources import VideoSourceResource
+from training_pipeline.defs.assets.text import preprocessed_text
+from training_pipeline.defs.automation.automation import build_automation
+from training_pipeline.defs.checks.rules import build_labelled_dataset_checks
+from training_pipeline.defs.io_manager import PostgresPandasIOManager
+from training_pipeline.defs.resources import DatasetStoreResource, EmbeddingModelsResource
+from training_pipeline.storage.connection import PostgresResource
+from training_pipeline.storage.sources import VideoSourceResource
 
 
 def build_model_assets(models_config_path: Path) -> list:

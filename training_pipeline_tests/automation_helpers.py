@@ -18,10 +18,10 @@ from dagster import (
 )
 from dagster._core.definitions.partitions.context import partition_loading_context
 
-from training_pipeline.fingerprints import source_fingerprints
-from training_pipeline.partition_sync import RAW_VIDEO_TEXT_KEY
-from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME, AidRange
-from training_pipeline.resources.sources import VideoSourceResource
+from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME, AidRange
+from training_pipeline.defs.automation.partition_sync import RAW_VIDEO_TEXT_KEY
+from training_pipeline.storage.fingerprints import source_fingerprints
+from training_pipeline.storage.sources import VideoSourceResource
 
 
 def sensor_tick(defs: Definitions, instance: DagsterInstance, name: str, cursor: str | None = None):

@@ -18,9 +18,9 @@ import psycopg
 import pytest
 from dagster import DagsterInstance
 
+from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
 from training_pipeline.definitions import build_definitions
-from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME
-from training_pipeline.resources.dataset_store import DatasetStoreResource
+from training_pipeline.defs.resources import DatasetStoreResource
 from training_pipeline_tests.embedding_server import EmbeddingServer, running_embedding_server
 from training_pipeline_tests.sample_rows import RANGE_KEYS, insert_source_rows
 

@@ -13,10 +13,10 @@ import psycopg
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
-from training_pipeline.assets.embeddings import embedding_cache_key
-from training_pipeline.models_config import EmbeddingModelConfig
-from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME
-from training_pipeline.text import format_text_v1, text_checksum
+from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
+from training_pipeline.core.models_config import EmbeddingModelConfig
+from training_pipeline.core.text import format_text_v1, text_checksum
+from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
 from training_pipeline_tests.conftest import LOCAL_MODEL_TOML, openai_model_toml
 from training_pipeline_tests.embedding_server import (
     EmbeddingServer,

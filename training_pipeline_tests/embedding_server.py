@@ -125,7 +125,7 @@ class ServerStats:
 
     def record(self, texts: list[str]) -> int:
         """Count an arriving request; returns its 1-based number."""
-        from training_pipeline.text import estimate_tokens
+        from training_pipeline.core.text import estimate_tokens
 
         estimated = sum(estimate_tokens(text) for text in texts)
         with self.lock:

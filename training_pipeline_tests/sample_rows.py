@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from training_pipeline.resources.sources import VideoSourceResource
+from training_pipeline.storage.sources import VideoSourceResource
 
 RANGE_KEYS = ["0-100", "101-113000000000100"]
 BIG = 113_000_000_000_000

@@ -10,10 +10,12 @@ import psycopg
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, RunRequest
 
-from training_pipeline.assets.dataset import labelled_dataset_key
-from training_pipeline.assets.embeddings import embedding_cache_key
-from training_pipeline.assets.source import VIDEO_METADATA_KEY
-from training_pipeline.automation import (
+from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME, AidRange, parse_ranges
+from training_pipeline.core.text import format_text_v1
+from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
+from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
+from training_pipeline.defs.assets.sources import VIDEO_METADATA_KEY
+from training_pipeline.defs.automation.automation import (
     AID_RANGES_SENSOR_NAME,
     LABELS_JOB_NAME,
     NEW_LABELS_SENSOR_NAME,
@@ -22,11 +24,9 @@ from training_pipeline.automation import (
     REFRESH_SCHEDULE_NAME,
     REFRESH_TIMEZONE_ENV,
 )
-from training_pipeline.fingerprints import label_fingerprints
-from training_pipeline.partition_sync import MAX_VIDEOS_PER_RANGE_ENV
-from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME, AidRange, parse_ranges
-from training_pipeline.resources.sources import VideoSourceResource
-from training_pipeline.text import format_text_v1
+from training_pipeline.defs.automation.partition_sync import MAX_VIDEOS_PER_RANGE_ENV
+from training_pipeline.storage.fingerprints import label_fingerprints
+from training_pipeline.storage.sources import VideoSourceResource
 from training_pipeline_tests.automation_helpers import (
     add_label,
     add_video,

@@ -4,10 +4,10 @@ import psycopg
 import pytest
 from dagster import AssetCheckSeverity, AssetSelection, define_asset_job, materialize
 
-from training_pipeline.assets.dataset import labelled_dataset_key
-from training_pipeline.assets.snapshots import dataset_snapshot_key
 from training_pipeline.definitions import build_definitions
-from training_pipeline.resources.dataset_store import DatasetStoreResource
+from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
+from training_pipeline.defs.assets.snapshot import dataset_snapshot_key
+from training_pipeline.defs.resources import DatasetStoreResource
 from training_pipeline_tests.sample_rows import RANGE_KEYS
 from training_pipeline_tests.test_pipeline import LOCAL, run_range
 

@@ -13,10 +13,10 @@ import psycopg
 import pytest
 from dagster import AssetKey, materialize
 
-from training_pipeline.assets.dataset import labelled_dataset_key
-from training_pipeline.assets.embeddings import embedding_cache_key
-from training_pipeline.assets.snapshots import dataset_snapshot_key
 from training_pipeline.cli import main
+from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
+from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
+from training_pipeline.defs.assets.snapshot import dataset_snapshot_key
 from training_pipeline_tests.conftest import LOCAL_MODEL_TOML, openai_model_toml
 from training_pipeline_tests.sample_rows import RANGE_KEYS
 

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from training_pipeline.dataset_contract import (
+from training_pipeline.core.dataset_contract import (
     DatasetContractError,
     check_user_labels_json,
     conform_metadata_json,
     conform_rows,
 )
-from training_pipeline.text import metadata_json
+from training_pipeline.core.text import metadata_json
 
 
 def test_metadata_json_has_strings_only_even_for_null_fields():

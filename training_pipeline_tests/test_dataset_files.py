@@ -19,15 +19,15 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, materialize
 
-from training_pipeline.assets.dataset import labelled_dataset_key
-from training_pipeline.assets.embeddings import embedding_cache_key
-from training_pipeline.assets.snapshots import dataset_snapshot_key
 from training_pipeline.cli import main
-from training_pipeline.dataset_contract import OLD_SIDECAR_KEYS, OLD_STATS_KEYS
+from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
+from training_pipeline.core.dataset_contract import OLD_SIDECAR_KEYS, OLD_STATS_KEYS
 from training_pipeline.definitions import build_definitions
-from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME
-from training_pipeline.resources.dataset_store import DatasetStoreResource
-from training_pipeline.resources.sources import VideoSourceResource
+from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
+from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
+from training_pipeline.defs.assets.snapshot import dataset_snapshot_key
+from training_pipeline.defs.resources import DatasetStoreResource
+from training_pipeline.storage.sources import VideoSourceResource
 from training_pipeline_tests import trainer_loader
 from training_pipeline_tests.sample_rows import (
     BIG,

@@ -10,7 +10,7 @@ import numpy as np
 import psycopg
 import pyarrow.parquet as pq
 
-from training_pipeline.demo.run_demo import format_summary, run_demo
+from training_pipeline_demo.run_demo import format_summary, run_demo
 
 MAJORITY_SQL = """
 WITH latest AS (

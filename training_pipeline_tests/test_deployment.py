@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
-from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME, AidRange
+from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME, AidRange
 from training_pipeline.settings import project_root
 from training_pipeline_tests.conftest import create_database
 from training_pipeline_tests.embedding_server import running_embedding_server

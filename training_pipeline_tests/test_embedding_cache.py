@@ -8,8 +8,8 @@ import numpy as np
 import psycopg
 import pytest
 
-from training_pipeline.embedding_cache import EmbeddingCache
-from training_pipeline.resources.database import open_connection
+from training_pipeline.storage.connection import open_connection
+from training_pipeline.storage.embedding_cache import EmbeddingCache
 
 DIMS = 8
 
@@ -111,7 +111,11 @@ def test_concurrent_overlapping_stores_neither_fail_nor_duplicate(cache, databas
 
 
 def test_binary_copy_parser_handles_any_chunking_and_rejects_truncation(cache):
-    from training_pipeline.pg_binary_copy import CopyFormatError, iter_fixed_rows, vector_row_dtype
+    from training_pipeline.storage.binary_copy import (
+        CopyFormatError,
+        iter_fixed_rows,
+        vector_row_dtype,
+    )
 
     vectors = unit_vectors(5, seed=4)
     cache.store([checksum(n) for n in range(5)], vectors)

@@ -12,6 +12,8 @@ import threading
 import numpy as np
 import pytest
 
+from training_pipeline.core.models_config import EmbeddingModelConfig
+from training_pipeline.core.text import estimate_tokens, truncate_for_model
 from training_pipeline.embedding.clients import (
     LocalE5Client,
     MissingApiKeyError,
@@ -20,8 +22,6 @@ from training_pipeline.embedding.clients import (
 from training_pipeline.embedding.engine import EmbeddingFailed, embed_texts
 from training_pipeline.embedding.rate_limit import RateLimiter
 from training_pipeline.embedding.retry import RetryPolicy
-from training_pipeline.models_config import EmbeddingModelConfig
-from training_pipeline.text import estimate_tokens, truncate_for_model
 from training_pipeline_tests import embedding_fixtures
 from training_pipeline_tests.embedding_fixtures import (
     API_KEY,

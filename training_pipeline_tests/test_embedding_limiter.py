@@ -16,6 +16,7 @@ from email.utils import format_datetime
 
 import pytest
 
+from training_pipeline.core.text import estimate_tokens
 from training_pipeline.embedding.batching import plan_batches
 from training_pipeline.embedding.rate_limit import (
     DECREASE_FACTOR,
@@ -25,7 +26,6 @@ from training_pipeline.embedding.rate_limit import (
     RateLimiter,
 )
 from training_pipeline.embedding.retry import RetryPolicy, parse_retry_after
-from training_pipeline.text import estimate_tokens
 
 
 class VirtualClock:

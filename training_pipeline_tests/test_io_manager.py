@@ -13,12 +13,12 @@ import pytest
 from dagster import AssetExecutionContext, Config, MaterializeResult, asset, materialize
 from psycopg import sql
 
-from training_pipeline.io_managers.pandas_type_handler import read_table
-from training_pipeline.io_managers.postgres_io_manager import PostgresPandasIOManager
-from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME, aid_ranges_partitions
-from training_pipeline.resources.database import PostgresResource
-from training_pipeline.table_schemas import column, partition_column, table_metadata
-from training_pipeline.vector_columns import vector_matrix
+from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME, aid_ranges_partitions
+from training_pipeline.defs.io_manager import PostgresPandasIOManager
+from training_pipeline.defs.table_schemas import column, partition_column, table_metadata
+from training_pipeline.defs.type_handler import read_table
+from training_pipeline.storage.connection import PostgresResource
+from training_pipeline.storage.vector_columns import vector_matrix
 
 KEYS = ["0-99", "100-199", "200-299"]
 COLUMNS = [
@@ -196,7 +196,7 @@ def test_loads_one_partition_a_range_and_all(database_url, instance, partitions)
 KILLED_WRITER = """
 import sys
 from dagster import DagsterInstance, materialize
-from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME
+from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
 from training_pipeline_tests.test_io_manager import KEYS, resources, vector_rows
 
 with DagsterInstance.ephemeral() as instance:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from training_pipeline.labels import consensus_labels
+from training_pipeline.core.labels import consensus_labels
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -108,7 +108,7 @@ def test_unknown_tie_policy_is_rejected():
 def test_a_label_row_without_user_is_not_a_vote_and_is_counted():
     import json
 
-    from training_pipeline.labels import unattributed_label_rows
+    from training_pipeline.core.labels import unattributed_label_rows
 
     frame = rows((1, True, "a"), (1, False, None), (1, False, None), (2, True, None))
     out = consensus_labels(frame)

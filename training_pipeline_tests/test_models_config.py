@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training_pipeline.models_config import ModelsConfigError, load_models_config, model_slug
+from training_pipeline.core.models_config import ModelsConfigError, load_models_config, model_slug
 from training_pipeline.settings import project_root
 
 VALID = """

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from training_pipeline.partitions import AidRange, parse_ranges, plan_new_ranges, ranges_containing
+from training_pipeline.core.aid_ranges import (
+    AidRange,
+    parse_ranges,
+    plan_new_ranges,
+    ranges_containing,
+)
 
 
 def test_plan_covers_all_aids_contiguously_with_bounded_size():

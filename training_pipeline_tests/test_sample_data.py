@@ -1,4 +1,4 @@
-"""Tests for the deterministic demo sample data (training_pipeline.demo.sample_data).
+"""Tests for the deterministic demo sample data (training_pipeline_demo.sample_data).
 
 Each test pins one documented property with concrete numbers, so the demo keeps exercising the
 edge cases the pipeline must survive (NULL/blank text, re-uploads, annotator disagreement, ...).
@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from training_pipeline.demo.sample_data import (
+from training_pipeline_demo.sample_data import (
     LABEL_COLUMNS,
     METADATA_COLUMNS,
     SampleData,

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from dagster import DagsterInstance
 
-from training_pipeline.partitions import AID_RANGES_PARTITIONS_NAME
-from training_pipeline.resources.sources import VideoSourceResource
+from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
+from training_pipeline.storage.sources import VideoSourceResource
 from training_pipeline_tests.embedding_server import running_embedding_server
 from training_pipeline_tests.sample_rows import RANGE_KEYS, insert_source_rows
 

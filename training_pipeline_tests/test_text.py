@@ -6,7 +6,7 @@ import hashlib
 
 import pandas as pd
 
-from training_pipeline.text import (
+from training_pipeline.core.text import (
     estimate_tokens,
     format_text_v1,
     model_inputs,

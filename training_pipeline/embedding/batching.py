@@ -1,6 +1,6 @@
 """Splits texts into requests that respect a model's per-request limits.
 
-Token counts come from `training_pipeline.text.estimate_tokens`, a deterministic overestimate
+Token counts come from `training_pipeline.core.text.estimate_tokens`, a deterministic overestimate
 (0.5 token per ASCII character, 1.5 per other BMP character such as Chinese, 4 per emoji). The
 plan is made lazily, batch by batch, so that if the server's `usage` ever shows more tokens than
 we estimated (`token_scale() > 1`), the following batches are packed more loosely and still
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from training_pipeline.text import estimate_tokens
+from training_pipeline.core.text import estimate_tokens
 
 
 def plan_batches(

@@ -19,11 +19,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
+from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.embedding.validation import (
     InvalidEmbeddingResponse,
     vectors_from_indexed_items,
 )
-from training_pipeline.models_config import EmbeddingModelConfig
 
 
 @dataclass(frozen=True)

@@ -34,13 +34,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.embedding.batching import plan_batches
 from training_pipeline.embedding.clients import EmbeddingClient
 from training_pipeline.embedding.progress import ProgressLog
 from training_pipeline.embedding.rate_limit import LimiterStopped, RateLimiter
 from training_pipeline.embedding.retry import Failure, RetryPolicy, classify
 from training_pipeline.embedding.validation import validate_vectors
-from training_pipeline.models_config import EmbeddingModelConfig
 
 StoreBatch = Callable[[int, int, np.ndarray], None]
 """`store_batch(start, stop, vectors)`: persist the vectors of `texts[start:stop]`.

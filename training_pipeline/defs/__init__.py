@@ -1,0 +1,1 @@
+"""Dagster: asset keys, resources, IO manager, assets, checks, automation, backfills."""

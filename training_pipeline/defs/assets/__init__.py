@@ -1,0 +1,1 @@
+"""One module per lineage step: sources, text, embedding cache, labelled dataset, snapshot."""

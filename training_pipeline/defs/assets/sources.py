@@ -1,0 +1,86 @@
+"""The upstream tables as external assets, and the raw video text of each aid range."""
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    BackfillPolicy,
+    MetadataValue,
+    asset,
+)
+
+from training_pipeline.core.aid_ranges import AidRange, aid_ranges_partitions
+from training_pipeline.defs.table_schemas import (
+    PARTITION_COLUMN,
+    column,
+    partition_column,
+    table_metadata,
+)
+from training_pipeline.storage.connection import PostgresResource
+from training_pipeline.storage.fingerprints import SOURCE_FINGERPRINTS_KEY, source_fingerprints
+from training_pipeline.storage.sources import VideoSourceResource
+
+VIDEO_METADATA_KEY = AssetKey(["sources", "bilibili_metadata"])
+VIDEO_LABELS_KEY = AssetKey(["sources", "video_type_label"])
+
+video_metadata_source = AssetSpec(
+    key=VIDEO_METADATA_KEY,
+    description="Upstream video metadata (aid, title, description, tags, ...); read-only here.",
+    group_name="sources",
+    kinds={"postgres"},
+)
+video_labels_source = AssetSpec(
+    key=VIDEO_LABELS_KEY,
+    description="Upstream append-only human labels (aid, label, user, created_at); read-only here.",
+    group_name="sources",
+    kinds={"postgres"},
+)
+
+RAW_VIDEO_TEXT_COLUMNS = [
+    column("aid", "bigint", "Video id", nullable=False),
+    partition_column(),
+    column("title", "text", "Title as stored upstream (may be NULL)"),
+    column("description", "text", "Description as stored upstream (may be NULL)"),
+    column("tags", "text", "Comma-joined tag names as stored upstream (may be NULL)"),
+]
+
+
+def ranges_of(context: AssetExecutionContext) -> list[AidRange]:
+    """The aid ranges this run materializes (one, or several for a range backfill)."""
+    return [AidRange.from_key(key) for key in context.partition_keys]
+
+
+@asset(
+    key="raw_video_text",
+    deps=[VIDEO_METADATA_KEY],
+    partitions_def=aid_ranges_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    metadata=table_metadata("raw_video_text", RAW_VIDEO_TEXT_COLUMNS),
+    group_name="text",
+    kinds={"postgres", "pandas"},
+    description="Title, description and tags of every video in the aid range, as read upstream.",
+)
+def raw_video_text(
+    context: AssetExecutionContext, postgres: PostgresResource, video_source: VideoSourceResource
+) -> pd.DataFrame:
+    frames = []
+    ranges = ranges_of(context)
+    with postgres.connect(repeatable_read=True) as connection:
+        for aid_range in ranges:
+            frame = video_source.read_video_text(connection, aid_range)
+            frame.insert(1, PARTITION_COLUMN, pd.Series([aid_range.key] * len(frame), dtype=object))
+            frames.append(frame)
+        fingerprints = source_fingerprints(connection, video_source, ranges)
+    # Each range's materialization describes that range only (a run may cover several).
+    for aid_range, frame in zip(ranges, frames, strict=True):
+        context.add_asset_metadata(
+            {
+                "videos": len(frame),
+                SOURCE_FINGERPRINTS_KEY: MetadataValue.json(
+                    {aid_range.key: fingerprints[aid_range.key]}
+                ),
+            },
+            partition_key=aid_range.key,
+        )
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,314 @@
+"""Data quality checks of the labelled datasets: what a trainer must be able to rely on.
+
+Each rule is one SQL query over the stored rows of some aid ranges, so it checks what was
+written, not what the step meant to write. The rules run twice:
+
+- as Dagster asset checks after every labelled dataset materialization (blocking ones stop
+  downstream steps of the same run and show red in the UI), and
+- as a gate in the snapshot step, over exactly the ranges it is about to freeze, so a snapshot
+  is never built from rows that fail an error-level rule, whichever run wrote them.
+
+Error rules: vector size equals the model's dimensions; no zero or NaN vector; every labelled
+video with text has a row; no aid twice. Warning rule: the share of inconsistent labels stays
+under a bound (default 0.2, `TRAINING_PIPELINE_MAX_INCONSISTENT_SHARE`).
+"""
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    multi_asset_check,
+)
+from psycopg import sql
+
+from training_pipeline.core.aid_ranges import AidRange
+from training_pipeline.core.models_config import EmbeddingModelConfig
+from training_pipeline.defs.assets.labelled_dataset import (
+    labelled_dataset_key,
+    labelled_dataset_table,
+)
+from training_pipeline.storage.connection import PostgresResource
+from training_pipeline.storage.sources import VideoSourceResource
+
+DEFAULT_MAX_INCONSISTENT_SHARE = 0.2
+SAMPLE = 10
+
+
+def max_inconsistent_share() -> float:
+    """The warning bound on the share of inconsistent labels."""
+    return float(
+        os.environ.get("TRAINING_PIPELINE_MAX_INCONSISTENT_SHARE", DEFAULT_MAX_INCONSISTENT_SHARE)
+    )
+
+
+@dataclass(frozen=True)
+class CheckTarget:
+    """The stored rows a rule looks at: one model's labelled dataset, some aid ranges."""
+
+    connection: psycopg.Connection
+    schema: str
+    model_name: str
+    dimensions: int
+    keys: Sequence[str]
+    video_source: VideoSourceResource
+
+    @property
+    def table(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, labelled_dataset_table(self.model_name))
+
+    @property
+    def preprocessed(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, "preprocessed_text")
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    """The verdict of one rule over the target's ranges, and each range's own verdict.
+
+    `failing` maps each range that fails the rule to its number of offending rows (for the
+    warning rule: its inconsistent rows); a range absent from it passes.
+    """
+
+    name: str
+    passed: bool
+    severity: AssetCheckSeverity
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    failing: dict[str, int] = field(default_factory=dict)
+
+    def passed_in(self, key: str) -> bool:
+        """This rule's verdict for one aid range."""
+        return key not in self.failing
+
+
+def _bad_rows_per_range(
+    target: CheckTarget, condition: sql.Composable, params: tuple = ()
+) -> tuple[dict[str, int], list[int]]:
+    """Per range, the rows matching `condition`; and a sample of their aids (smallest first)."""
+    query = sql.SQL(
+        "SELECT aid_range, count(*), (array_agg(aid ORDER BY aid))[1:{sample}] FROM {table}"
+        " WHERE aid_range = ANY(%s) AND ({condition}) GROUP BY aid_range"
+    ).format(sample=sql.Literal(SAMPLE), table=target.table, condition=condition)
+    rows = target.connection.execute(query, (list(target.keys), *params)).fetchall()
+    failing = {key: int(count) for key, count, _ in rows}
+    sample = sorted(aid for *_, aids in rows for aid in aids)[:SAMPLE]
+    return failing, sample
+
+
+def vector_size_matches_model(target: CheckTarget) -> RuleOutcome:
+    """Every vector has the model's configured number of dimensions."""
+    failing, sample = _bad_rows_per_range(
+        target, sql.SQL("vector_dims(embedding) <> %s"), (target.dimensions,)
+    )
+    bad = sum(failing.values())
+    return RuleOutcome(
+        "vector_size_matches_model",
+        bad == 0,
+        AssetCheckSeverity.ERROR,
+        f"{bad} vectors are not {target.dimensions}-d",
+        {"bad_rows": bad, "sample_aids": sample, "dimensions": target.dimensions},
+        failing,
+    )
+
+
+def no_zero_or_nan_vectors(target: CheckTarget) -> RuleOutcome:
+    """No vector is all zero or holds NaN or infinity."""
+    # NaN > 0 is false, so one comparison catches zero and NaN norms.
+    failing, sample = _bad_rows_per_range(target, sql.SQL("NOT (vector_norm(embedding) > 0)"))
+    bad = sum(failing.values())
+    return RuleOutcome(
+        "no_zero_or_nan_vectors",
+        bad == 0,
+        AssetCheckSeverity.ERROR,
+        f"{bad} vectors are all zero or not finite",
+        {"bad_rows": bad, "sample_aids": sample},
+        failing,
+    )
+
+
+def every_labelled_video_has_a_row(target: CheckTarget) -> RuleOutcome:
+    """Every labelled video with text has a row (tied ones may be left out by `exclude`)."""
+    failing: dict[str, int] = {}
+    sample: list[int] = []
+    for key in target.keys:
+        aid_range = AidRange.from_key(key)
+        # A label row without a user is not a vote (see `labels`), so it makes no video labelled.
+        query = sql.SQL(
+            """
+            WITH latest AS (
+                SELECT DISTINCT ON (aid, "user") aid, label FROM {labels}
+                WHERE aid BETWEEN %(first)s AND %(last)s AND "user" IS NOT NULL
+                ORDER BY aid, "user", created_at DESC, id DESC
+            ), votes AS (
+                SELECT aid, count(*) FILTER (WHERE label) AS positive,
+                       count(*) FILTER (WHERE NOT label) AS negative
+                FROM latest GROUP BY aid
+            )
+            SELECT v.aid FROM votes v
+            JOIN {texts} t ON t.aid = v.aid AND t.aid_range = %(key)s AND t.text <> ''
+            WHERE v.positive <> v.negative
+              AND NOT EXISTS (
+                  SELECT 1 FROM {table} d WHERE d.aid = v.aid AND d.aid_range = %(key)s)
+            ORDER BY v.aid
+            """
+        ).format(
+            labels=target.video_source.labels_identifier,
+            texts=target.preprocessed,
+            table=target.table,
+        )
+        params = {"first": aid_range.first, "last": aid_range.last, "key": key}
+        missing = [row[0] for row in target.connection.execute(query, params).fetchall()]
+        if missing:
+            failing[key] = len(missing)
+        sample += missing[: SAMPLE - len(sample)]
+    missing_total = sum(failing.values())
+    return RuleOutcome(
+        "every_labelled_video_has_a_row",
+        missing_total == 0,
+        AssetCheckSeverity.ERROR,
+        f"{missing_total} labelled videos with text have no row",
+        {"missing_rows": missing_total, "sample_aids": sample},
+        failing,
+    )
+
+
+def no_duplicate_aids(target: CheckTarget) -> RuleOutcome:
+    """No aid has more than one row, in these ranges or across ranges."""
+    query = sql.SQL(
+        "SELECT aid, array_agg(aid_range) FROM {table}"
+        " WHERE aid IN (SELECT aid FROM {table} WHERE aid_range = ANY(%s))"
+        " GROUP BY aid HAVING count(*) > 1 ORDER BY aid"
+    ).format(table=target.table)
+    duplicated = target.connection.execute(query, (list(target.keys),)).fetchall()
+    wanted = set(target.keys)
+    failing: dict[str, int] = {}
+    for _aid, ranges in duplicated:
+        for key in set(ranges) & wanted:
+            failing[key] = failing.get(key, 0) + 1
+    return RuleOutcome(
+        "no_duplicate_aids",
+        not duplicated,
+        AssetCheckSeverity.ERROR,
+        f"{len(duplicated)} aids have more than one row",
+        {
+            "duplicated_aids": len(duplicated),
+            "sample_aids": [aid for aid, _ in duplicated[:SAMPLE]],
+        },
+        failing,
+    )
+
+
+def inconsistent_share_within_bound(target: CheckTarget) -> RuleOutcome:
+    """The share of rows with disagreeing annotators stays under the bound (warning)."""
+    bound = max_inconsistent_share()
+    query = sql.SQL(
+        "SELECT aid_range, count(*), count(*) FILTER (WHERE inconsistent) FROM {}"
+        " WHERE aid_range = ANY(%s) GROUP BY aid_range"
+    ).format(target.table)
+    per_range = target.connection.execute(query, (list(target.keys),)).fetchall()
+    rows = sum(count for _, count, _ in per_range)
+    inconsistent = sum(count for *_, count in per_range)
+    share = inconsistent / rows if rows else 0.0
+    failing = {key: int(bad) for key, count, bad in per_range if count and bad / count > bound}
+    return RuleOutcome(
+        "inconsistent_share_within_bound",
+        share <= bound,
+        AssetCheckSeverity.WARN,
+        f"{share:.1%} of rows have inconsistent labels (bound {bound:.0%})",
+        {"rows": rows, "inconsistent": inconsistent, "share": share, "bound": bound},
+        failing,
+    )
+
+
+RULES: tuple[Callable[[CheckTarget], RuleOutcome], ...] = (
+    vector_size_matches_model,
+    no_zero_or_nan_vectors,
+    every_labelled_video_has_a_row,
+    no_duplicate_aids,
+    inconsistent_share_within_bound,
+)
+
+
+def evaluate_rules(target: CheckTarget) -> list[RuleOutcome]:
+    """Every rule over the target's ranges."""
+    return [rule(target) for rule in RULES]
+
+
+def failed_errors(outcomes: Sequence[RuleOutcome]) -> list[RuleOutcome]:
+    """The error-level rules that failed: these block a snapshot."""
+    return [o for o in outcomes if not o.passed and o.severity == AssetCheckSeverity.ERROR]
+
+
+def build_labelled_dataset_checks(
+    model_name: str, model: EmbeddingModelConfig
+) -> list[AssetChecksDefinition]:
+    """Every rule as an asset check of the model's labelled dataset, in one step (one query
+    connection, one process under the multiprocess executor); error rules are blocking."""
+    asset_key = labelled_dataset_key(model_name)
+    specs = [
+        AssetCheckSpec(
+            name=rule.__name__,
+            asset=asset_key,
+            description=(rule.__doc__ or rule.__name__).strip().split("\n")[0],
+            blocking=rule is not inconsistent_share_within_bound,
+        )
+        for rule in RULES
+    ]
+
+    @multi_asset_check(
+        specs=specs, name=f"check_{labelled_dataset_table(model_name)}", can_subset=True
+    )
+    def check_labelled_rows(
+        context: AssetCheckExecutionContext,
+        postgres: PostgresResource,
+        video_source: VideoSourceResource,
+    ) -> Iterator[AssetCheckResult]:
+        with postgres.connect() as connection:
+            keys = checked_ranges(context, connection, postgres.schema, model_name)
+            target = CheckTarget(
+                connection, postgres.schema, model_name, model.dimensions, keys, video_source
+            )
+            for rule in RULES:
+                if AssetCheckKey(asset_key, rule.__name__) not in context.selected_asset_check_keys:
+                    continue
+                outcome = rule(target)
+                yield AssetCheckResult(
+                    asset_key=asset_key,
+                    check_name=outcome.name,
+                    passed=outcome.passed,
+                    severity=outcome.severity,
+                    description=outcome.description,
+                    # Which ranges this verdict covers, and which of them fail it: a run may
+                    # check several ranges, and the snapshot's sidecar reports each range's own.
+                    metadata={
+                        **outcome.metadata,
+                        "aid_ranges": keys,
+                        "failing_aid_ranges": outcome.failing,
+                    },
+                )
+
+    return [check_labelled_rows]
+
+
+def checked_ranges(
+    context: AssetCheckExecutionContext,
+    connection: psycopg.Connection,
+    schema: str,
+    model_name: str,
+) -> list[str]:
+    """The run's aid ranges; every stored range when the checks run on their own, unpartitioned
+    (e.g. *Execute* on a check in the UI)."""
+    if context.has_partition_key or context.has_partition_key_range:
+        return list(context.partition_keys)
+    table = sql.Identifier(schema, labelled_dataset_table(model_name))
+    query = sql.SQL("SELECT DISTINCT aid_range FROM {} ORDER BY 1").format(table)
+    return [row[0] for row in connection.execute(query).fetchall()]

@@ -1,1 +1,0 @@
-"""IO managers: where asset outputs are stored between steps."""

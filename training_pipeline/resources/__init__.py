@@ -1,1 +1,0 @@
-"""Dagster resources: the database, the embedding models, the embedding cache, the sources."""

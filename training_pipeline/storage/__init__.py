@@ -1,0 +1,1 @@
+"""PostgreSQL and files, no Dagster: connection, COPY, tables, embedding cache, snapshot files."""

@@ -33,7 +33,7 @@ from training_pipeline.defs.automation.automation import refresh_job_name
 from training_pipeline.storage.connection import PostgresResource
 from training_pipeline.storage.sources import VideoSourceResource
 from training_pipeline_demo.seed import seed_sample_data
-from training_pipeline_tests.embedding_server import running_embedding_server
+from training_pipeline_tests.support.embedding_server import running_embedding_server
 
 VIDEOS = 100_000
 VIDEOS_PER_RANGE = 2_000

@@ -1,7 +1,7 @@
 """Embedding throughput against a rate-limited API: our engine against the old service's loop.
 
 `make bench BENCH=embedding`. One simulated API for every measurement: the project's
-fault-injecting OpenAI-compatible server (training_pipeline_tests/embedding_server.py) on
+fault-injecting OpenAI-compatible server (training_pipeline_tests/support/embedding_server.py) on
 loopback, answering each request in 200 ms and allowing 600 requests/min (a sliding 60 s window;
 beyond it, 429 with Retry-After), with synthetic 1024-d vectors.
 
@@ -39,7 +39,10 @@ from training_pipeline.core.text import text_checksum
 from training_pipeline.embedding.batching import plan_batches
 from training_pipeline.embedding.clients import OpenAICompatibleClient
 from training_pipeline.embedding.engine import embed_texts
-from training_pipeline_tests.embedding_server import EmbeddingServer, running_embedding_server
+from training_pipeline_tests.support.embedding_server import (
+    EmbeddingServer,
+    running_embedding_server,
+)
 
 ALLOWED_PER_MINUTE = 600
 LATENCY_SECONDS = 0.2

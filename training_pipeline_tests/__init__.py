@@ -1,1 +1,1 @@
-"""Tests of training_pipeline, on real PostgreSQL, real models and real Dagster runs."""
+"""Tests: unit/ (pure logic, seconds), integration/ (PostgreSQL, model servers, Dagster runs)."""

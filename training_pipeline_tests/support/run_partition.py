@@ -1,6 +1,6 @@
 """Runs the refresh job of one model for one aid range, as a separate process would in production.
 
-Usage: python -m training_pipeline_tests.run_partition MODEL RANGE_KEY
+Usage: python -m training_pipeline_tests.support.run_partition MODEL RANGE_KEY
 Reads DAGSTER_HOME (the instance) and the pipeline's usual environment variables; prints the
 run id and exits with 0 if the run succeeded, 1 if it failed.
 """

@@ -197,7 +197,7 @@ KILLED_WRITER = """
 import sys
 from dagster import DagsterInstance, materialize
 from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
-from training_pipeline_tests.test_io_manager import KEYS, resources, vector_rows
+from training_pipeline_tests.integration.defs.test_io_manager import KEYS, resources, vector_rows
 
 with DagsterInstance.ephemeral() as instance:
     instance.add_dynamic_partitions(AID_RANGES_PARTITIONS_NAME, KEYS)

@@ -15,8 +15,8 @@ from training_pipeline.core.text import format_text_v1, text_checksum
 from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
 from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
 from training_pipeline.defs.assets.snapshot import dataset_snapshot_key
-from training_pipeline_tests.conftest import LOCAL_MODEL_TOML, openai_model_toml
-from training_pipeline_tests.sample_rows import (
+from training_pipeline_tests.support.models_toml import LOCAL_MODEL_TOML, openai_model_toml
+from training_pipeline_tests.support.sample_rows import (
     DISTINCT_LABELLED_TEXTS,
     EXPECTED_LABELS,
     LONG_DESCRIPTION,
@@ -115,7 +115,7 @@ def test_labelled_dataset_rows_follow_the_label_rules(
 
 
 def _song():
-    from training_pipeline_tests.sample_rows import SONG
+    from training_pipeline_tests.support.sample_rows import SONG
 
     return SONG
 

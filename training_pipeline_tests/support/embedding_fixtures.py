@@ -17,13 +17,13 @@ from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import format_text_v1, text_checksum
 from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
-from training_pipeline_tests.conftest import LOCAL_MODEL_TOML, openai_model_toml
-from training_pipeline_tests.embedding_server import (
+from training_pipeline_tests.support.embedding_server import (
     EmbeddingServer,
     running_embedding_server,
     synthetic_vector,
 )
-from training_pipeline_tests.sample_rows import insert_source_rows
+from training_pipeline_tests.support.models_toml import LOCAL_MODEL_TOML, openai_model_toml
+from training_pipeline_tests.support.sample_rows import insert_source_rows
 
 DIMENSIONS = 384
 REMOTE = "fault-remote"

@@ -22,15 +22,15 @@ from training_pipeline.embedding.clients import (
 from training_pipeline.embedding.engine import EmbeddingFailed, embed_texts
 from training_pipeline.embedding.rate_limit import RateLimiter
 from training_pipeline.embedding.retry import RetryPolicy
-from training_pipeline_tests import embedding_fixtures
-from training_pipeline_tests.embedding_fixtures import (
+from training_pipeline_tests.support import embedding_fixtures
+from training_pipeline_tests.support.embedding_fixtures import (
     API_KEY,
     API_KEY_ENV,
     CheckingSink,
     chinese_texts,
     model_settings,
 )
-from training_pipeline_tests.embedding_server import FAULTS, server_token_count
+from training_pipeline_tests.support.embedding_server import FAULTS, server_token_count
 
 fault_server = embedding_fixtures.fault_server
 

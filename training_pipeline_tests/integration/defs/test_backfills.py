@@ -14,8 +14,8 @@ from dagster._core.execution.backfill import BulkActionStatus
 
 from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME, AidRange
 from training_pipeline.settings import project_root
-from training_pipeline_tests.embedding_server import running_embedding_server
-from training_pipeline_tests.sample_rows import insert_source_rows
+from training_pipeline_tests.support.embedding_server import running_embedding_server
+from training_pipeline_tests.support.sample_rows import insert_source_rows
 
 RANGES = 50
 MODEL = "e5-remote"

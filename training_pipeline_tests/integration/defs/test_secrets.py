@@ -14,15 +14,15 @@ from dagster import DagsterInstance
 
 from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
 from training_pipeline.storage.sources import VideoSourceResource
-from training_pipeline_tests.embedding_server import running_embedding_server
-from training_pipeline_tests.sample_rows import RANGE_KEYS, insert_source_rows
+from training_pipeline_tests.support.embedding_server import running_embedding_server
+from training_pipeline_tests.support.sample_rows import RANGE_KEYS, insert_source_rows
 
 MODEL = "e5-remote"
 
 
 def run_range(env: dict[str, str], key: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "training_pipeline_tests.run_partition", MODEL, key],
+        [sys.executable, "-m", "training_pipeline_tests.support.run_partition", MODEL, key],
         env=env,
         capture_output=True,
         text=True,

@@ -1,0 +1,1 @@
+"""Integration tests of the training-pipeline command, in real processes."""

@@ -1,0 +1,1 @@
+"""Integration tests of training_pipeline/defs: real Dagster runs on a real PostgreSQL."""

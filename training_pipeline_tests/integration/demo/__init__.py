@@ -1,0 +1,1 @@
+"""Integration test of the demo on sample data."""

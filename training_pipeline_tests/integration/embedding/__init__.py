@@ -1,0 +1,1 @@
+"""Integration tests of the embedding engine against real HTTP servers."""

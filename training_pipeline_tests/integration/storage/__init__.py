@@ -1,0 +1,1 @@
+"""Integration tests of training_pipeline/storage on a real PostgreSQL."""

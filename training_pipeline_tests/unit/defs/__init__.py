@@ -1,0 +1,1 @@
+"""Unit tests of training_pipeline/defs: the definitions load, keys and catalog."""

@@ -27,11 +27,11 @@ from dagster import DagsterEventType, DagsterInstance, execute_job, reconstructa
 
 from benchmarks.bench_storage import embedded_server
 from benchmarks.report import Report
-from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME, plan_new_ranges
+from training_pipeline.core.aid_ranges import plan_new_ranges
 from training_pipeline.definitions import build_definitions
-from training_pipeline.defs.automation.automation import refresh_job_name
-from training_pipeline.storage.connection import PostgresResource
-from training_pipeline.storage.sources import VideoSourceResource
+from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME, refresh_job_name
+from training_pipeline.defs.resources import PostgresResource
+from training_pipeline.storage.sources import SourceTables
 from training_pipeline_demo.seed import seed_sample_data
 from training_pipeline_tests.support.embedding_server import running_embedding_server
 
@@ -117,7 +117,7 @@ def run() -> Report:
     report = Report("backfill", "Backfill of 50 aid ranges of 2,000 videos")
     with embedded_server() as url, tempfile.TemporaryDirectory() as folder:
         os.environ["DATABASE_URL"] = url
-        postgres, source = PostgresResource(), VideoSourceResource()
+        postgres, source = PostgresResource(), SourceTables()
         with postgres.connect() as connection:
             seed_sample_data(connection, source, VIDEOS)
             aids = source.read_all_aids(connection)

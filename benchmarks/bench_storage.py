@@ -32,13 +32,11 @@ from psycopg import sql
 
 from benchmarks.report import Report
 from training_pipeline.core.text import format_text_v1, text_checksum
-from training_pipeline.defs.assets.labelled_dataset import (
-    LABELLED_DATASET_COLUMNS,
-    labelled_dataset_table,
-)
+from training_pipeline.defs.assets.labelled_dataset import LABELLED_DATASET_COLUMNS
+from training_pipeline.defs.keys import labelled_dataset_table
 from training_pipeline.storage.connection import open_connection
 from training_pipeline.storage.embedding_cache import EmbeddingCache
-from training_pipeline.storage.sources import VideoSourceResource
+from training_pipeline.storage.sources import SourceTables
 from training_pipeline.storage.table_io import read_table, write_frame
 from training_pipeline.storage.vector_columns import vector_matrix, vector_series
 
@@ -98,7 +96,7 @@ def synthetic_videos(rows: int, seed: int = 7) -> pd.DataFrame:
 
 def seed_sources(url: str, videos: pd.DataFrame) -> None:
     with psycopg.connect(url) as connection:
-        VideoSourceResource().create_source_tables(connection)
+        SourceTables().create_source_tables(connection)
         with connection.cursor() as cursor:
             with cursor.copy(
                 "COPY bilibili_metadata (aid, title, description, tags) FROM STDIN"

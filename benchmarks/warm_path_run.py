@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 from dagster import (
-    AssetKey,
     DagsterEventType,
     DagsterInstance,
     define_asset_job,
@@ -34,10 +33,12 @@ from dagster import (
     reconstructable,
 )
 
-from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
 from training_pipeline.definitions import build_definitions
-from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
-from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
+from training_pipeline.defs.keys import (
+    AID_RANGES_PARTITIONS_NAME,
+    embedding_cache_key,
+    range_asset_keys,
+)
 
 
 def peak_rss_bytes() -> int:
@@ -98,12 +99,7 @@ def warm_path_job():
     ]
     job = define_asset_job(
         "warm_path",
-        selection=[
-            AssetKey("raw_video_text"),
-            AssetKey("preprocessed_text"),
-            embedding_cache_key(model),
-            labelled_dataset_key(model),
-        ],
+        selection=range_asset_keys(model),
         executor_def=executor,
     )
     defs = build_definitions(os.environ["WARM_PATH_MODELS_TOML"], jobs=[job])

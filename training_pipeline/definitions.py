@@ -21,9 +21,12 @@ from training_pipeline.defs.assets.text import preprocessed_text
 from training_pipeline.defs.automation.automation import build_automation
 from training_pipeline.defs.checks.rules import build_labelled_dataset_checks
 from training_pipeline.defs.io_manager import PostgresPandasIOManager
-from training_pipeline.defs.resources import DatasetStoreResource, EmbeddingModelsResource
-from training_pipeline.storage.connection import PostgresResource
-from training_pipeline.storage.sources import VideoSourceResource
+from training_pipeline.defs.resources import (
+    DatasetStoreResource,
+    EmbeddingModelsResource,
+    PostgresResource,
+    VideoSourceResource,
+)
 
 
 def build_model_assets(models_config_path: Path) -> list:

@@ -13,11 +13,14 @@ from typing import Any
 
 from dagster import AssetKey, DagsterInstance, Definitions, materialize
 
-from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
-from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
-from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
-from training_pipeline.defs.assets.snapshot import dataset_snapshot_key
 from training_pipeline.defs.automation.partition_sync import sync_aid_ranges
+from training_pipeline.defs.keys import (
+    AID_RANGES_PARTITIONS_NAME,
+    dataset_snapshot_key,
+    embedding_cache_key,
+    labelled_dataset_key,
+    range_asset_keys,
+)
 from training_pipeline_demo.seed import seed_sample_data
 
 # Step-level DEBUG events would bury the progress lines; the UI keeps every event anyway.
@@ -68,7 +71,7 @@ def run_demo(
     summary = DemoSummary(database=postgres.describe())
     echo(f"database: {summary.database}")
     with postgres.connect() as connection:
-        seeded = seed_sample_data(connection, video_source, n_videos)
+        seeded = seed_sample_data(connection, video_source.tables, n_videos)
     summary.videos, summary.label_rows = seeded.videos, seeded.label_rows
     echo(
         f"source tables: {seeded.videos} videos, {seeded.label_rows} label rows"
@@ -80,12 +83,7 @@ def run_demo(
     echo(f"aid ranges: {len(keys)} registered ({len(new_keys)} new)")
 
     assets = [*(defs.assets or []), *(defs.asset_checks or [])]
-    range_selection = [
-        AssetKey("raw_video_text"),
-        AssetKey("preprocessed_text"),
-        embedding_cache_key(model_name),
-        labelled_dataset_key(model_name),
-    ]
+    range_selection = range_asset_keys(model_name)
     for number, key in enumerate(keys, start=1):
         echo(f"[{number}/{len(keys)}] materializing aid range {key} ...")
         result = materialize(

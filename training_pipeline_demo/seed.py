@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from training_pipeline.storage.sources import VideoSourceResource
+from training_pipeline.storage.sources import SourceTables
 from training_pipeline_demo.sample_data import LABEL_COLUMNS, METADATA_COLUMNS, generate_sample_data
 
 
@@ -32,22 +32,22 @@ def _copy_rows(
 
 
 def seed_sample_data(
-    connection: psycopg.Connection, video_source: VideoSourceResource, n_videos: int = 3600
+    connection: psycopg.Connection, tables: SourceTables, n_videos: int = 3600
 ) -> SeedResult:
     """Create the source tables and fill them with sample data if the metadata table is empty.
 
     Existing data is never touched, so the demo can run against a database that already holds
     real rows, and running it twice does not duplicate labels.
     """
-    video_source.create_source_tables(connection)
+    tables.create_source_tables(connection)
     count = sql.SQL("SELECT count(*) FROM {}")
-    videos = connection.execute(count.format(video_source.metadata_identifier)).fetchone()[0]
+    videos = connection.execute(count.format(tables.metadata_identifier)).fetchone()[0]
     inserted = False
     if videos == 0:
         sample = generate_sample_data(n_videos)
-        _copy_rows(connection, video_source.metadata_identifier, METADATA_COLUMNS, sample.videos)
-        _copy_rows(connection, video_source.labels_identifier, LABEL_COLUMNS, sample.labels)
+        _copy_rows(connection, tables.metadata_identifier, METADATA_COLUMNS, sample.videos)
+        _copy_rows(connection, tables.labels_identifier, LABEL_COLUMNS, sample.labels)
         inserted = True
         videos = len(sample.videos)
-    label_rows = connection.execute(count.format(video_source.labels_identifier)).fetchone()[0]
+    label_rows = connection.execute(count.format(tables.labels_identifier)).fetchone()[0]
     return SeedResult(videos=videos, label_rows=label_rows, inserted=inserted)

@@ -155,9 +155,11 @@ def command_doctor(args: argparse.Namespace) -> int:
         ModelsConfigError,
         default_models_config_path,
     )
-    from training_pipeline.defs.resources import EmbeddingModelsResource
-    from training_pipeline.storage.connection import PostgresResource
-    from training_pipeline.storage.sources import VideoSourceResource
+    from training_pipeline.defs.resources import (
+        EmbeddingModelsResource,
+        PostgresResource,
+        VideoSourceResource,
+    )
 
     path = Path(args.config) if args.config else default_models_config_path()
     try:
@@ -331,11 +333,10 @@ def command_partitions_list(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from training_pipeline.defs.automation.partition_sync import (
-        RAW_VIDEO_TEXT_KEY,
         latest_materializations,
         registered_ranges,
-        video_counts,
     )
+    from training_pipeline.defs.keys import RAW_VIDEO_TEXT_KEY
 
     _ensure_dagster_home()
     with DagsterInstance.get() as instance:
@@ -348,7 +349,7 @@ def command_partitions_list(args: argparse.Namespace) -> int:
     if args.counts:
         postgres, video_source = _partition_resources()
         with postgres.connect() as connection:
-            counts = video_counts(connection, video_source, ranges)
+            counts = video_source.tables.video_counts(connection, ranges)
     header = ["range", "first aid", "last aid", "raw_video_text materialized"]
     rows = [header + (["videos"] if args.counts else [])]
     for aid_range in ranges:

@@ -18,10 +18,12 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from training_pipeline.defs.resources import EmbeddingModelsResource
-from training_pipeline.storage.connection import PostgresResource
+from training_pipeline.defs.resources import (
+    EmbeddingModelsResource,
+    PostgresResource,
+    VideoSourceResource,
+)
 from training_pipeline.storage.embedding_cache import CACHE_TABLE
-from training_pipeline.storage.sources import VideoSourceResource
 
 Verdict = Literal["ok", "FAIL", "skip"]
 DOCTOR_TEXT = "training-pipeline doctor: 初音未来 新曲《星之歌》 VOCALOID"
@@ -110,7 +112,7 @@ def check_database(
             connection,
             "metadata table",
             video_source.metadata_table,
-            video_source.metadata_identifier,
+            video_source.tables.metadata_identifier,
             sql.SQL("aid, title, description, tags"),
             "videos",
             "metadata_table",
@@ -119,7 +121,7 @@ def check_database(
             connection,
             "labels table",
             video_source.labels_table,
-            video_source.labels_identifier,
+            video_source.tables.labels_identifier,
             sql.SQL('id, aid, label, "user", created_at'),
             "label rows",
             "labels_table",

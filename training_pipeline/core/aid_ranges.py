@@ -17,14 +17,9 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from dagster import DynamicPartitionsDefinition
-
-AID_RANGES_PARTITIONS_NAME = "aid_ranges"
 DEFAULT_MAX_VIDEOS_PER_RANGE = 1000
 _KEY = re.compile(r"^(0|[1-9][0-9]{0,18})-(0|[1-9][0-9]{0,18})$")
 MAX_AID = 2**63 - 1
-
-aid_ranges_partitions = DynamicPartitionsDefinition(name=AID_RANGES_PARTITIONS_NAME)
 
 
 @dataclass(frozen=True, order=True)

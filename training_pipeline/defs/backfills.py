@@ -14,23 +14,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dagster import AssetKey, DagsterInstance, Definitions
-from dagster._core.execution.backfill import PartitionBackfill
-from dagster._core.utils import make_new_backfill_id
+from dagster import DagsterInstance, Definitions
 
-from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME, AidRange
-from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
-from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
-
-
-def range_assets(model_name: str) -> list[AssetKey]:
-    """The assets a range backfill materializes for one model."""
-    return [
-        AssetKey("raw_video_text"),
-        AssetKey("preprocessed_text"),
-        embedding_cache_key(model_name),
-        labelled_dataset_key(model_name),
-    ]
+from training_pipeline.core.aid_ranges import AidRange
+from training_pipeline.defs.dagster_compat import PartitionBackfill, make_new_backfill_id
+from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME, range_asset_keys
 
 
 def select_ranges(registered: Sequence[str], first: str | None, last: str | None) -> list[str]:
@@ -77,7 +65,7 @@ def queue_backfills(
             backfill_id=backfill_id,
             asset_graph=graph,
             partition_names=group_keys,
-            asset_selection=range_assets(model_name),
+            asset_selection=range_asset_keys(model_name),
             backfill_timestamp=time.time(),
             tags={"training_pipeline/backfill": f"{model_name}:{group_keys[0]}...{group_keys[-1]}"},
             dynamic_partitions_store=instance,

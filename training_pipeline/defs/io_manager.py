@@ -14,17 +14,18 @@ from contextlib import contextmanager
 import pandas as pd
 import psycopg
 from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext
-from dagster._core.storage.db_io_manager import DbClient, DbIOManager, DbTypeHandler, TableSlice
 from psycopg import sql
 from pydantic import Field
 
+from training_pipeline.defs.dagster_compat import DbClient, DbIOManager, DbTypeHandler, TableSlice
+from training_pipeline.defs.resources import PostgresResource
 from training_pipeline.defs.type_handler import (
     PandasPostgresTypeHandler,
     existing_columns,
     partition_keys,
     table_identifier,
 )
-from training_pipeline.storage.connection import DatabaseError, PostgresResource
+from training_pipeline.storage.connection import DatabaseError
 from training_pipeline.storage.identifiers import validate_identifier
 
 

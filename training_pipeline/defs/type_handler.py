@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 import psycopg
 from dagster import InputContext, MetadataValue, OutputContext, TableSchema
-from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from psycopg import sql
 
+from training_pipeline.defs.dagster_compat import DbTypeHandler, TableSlice
 from training_pipeline.defs.table_schemas import schema_from_metadata
 from training_pipeline.storage.identifiers import validate_identifier
 from training_pipeline.storage.table_io import PANDAS_DTYPES, read_table, write_frame

@@ -7,20 +7,15 @@ process and gets numpy adapters for `vector` columns.
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cache
 
 import psycopg
-from dagster import ConfigurableResource
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import Field
 
 from training_pipeline.settings import embedded_pgdata_dir
-from training_pipeline.storage.identifiers import validate_identifier
 from training_pipeline.storage.vector_codecs import register_numpy_vectors, vector_type_oids
 
 DEFAULT_URL_ENV_VAR = "DATABASE_URL"
@@ -123,47 +118,7 @@ def open_connection(url: str, *, autocommit: bool = False) -> psycopg.Connection
     return connection
 
 
-class PostgresResource(ConfigurableResource):
-    """Connections to the pipeline's PostgreSQL (sources, embedding cache, asset tables).
-
-    The URL comes from the environment variable named by `url_env_var` (default `DATABASE_URL`);
-    when it is unset, the embedded server under `.pgdata/` is started and used.
-    """
-
-    url_env_var: str = Field(
-        default=DEFAULT_URL_ENV_VAR,
-        description="Name of the environment variable holding the database URL",
-    )
-    schema_name: str = Field(
-        default=DEFAULT_SCHEMA,
-        description="Schema of the pipeline's own tables (embedding cache, asset tables)",
-    )
-
-    def url(self) -> str:
-        """The database URL (secret: never log it; use `describe()`)."""
-        return os.environ.get(self.url_env_var) or embedded_database_url()
-
-    def describe(self) -> str:
-        """Where the database is, without credentials, for logs and errors."""
-        source = "embedded" if not os.environ.get(self.url_env_var) else self.url_env_var
-        return f"{describe_url(self.url())} ({source})"
-
-    @property
-    def schema(self) -> str:
-        """The validated schema name."""
-        return validate_identifier(self.schema_name, "schema name")
-
-    @contextmanager
-    def connect(
-        self, *, autocommit: bool = False, repeatable_read: bool = False
-    ) -> Iterator[psycopg.Connection]:
-        """A connection, closed on exit; committed on success, rolled back on error.
-
-        `repeatable_read` makes every statement of the transaction see one snapshot, for reads
-        that must agree with each other (rows and their fingerprint).
-        """
-        connection = open_connection(self.url(), autocommit=autocommit)
-        if repeatable_read:
-            connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        with connection:
-            yield connection
+def table_exists(connection: psycopg.Connection, table: sql.Identifier) -> bool:
+    """Whether a (schema-qualified) table exists; a fresh database may have none yet."""
+    name = table.as_string(connection)
+    return connection.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None

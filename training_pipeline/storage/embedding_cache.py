@@ -9,26 +9,19 @@ vector cannot be stored even by a bug upstream.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 import psycopg
-from dagster import TableColumn, TableSchema
 from psycopg import sql
 
 from training_pipeline.storage.binary_copy import iter_fixed_rows, vector_row_dtype
+from training_pipeline.storage.connection import DatabaseError
 from training_pipeline.storage.identifiers import validate_identifier
 
 CACHE_TABLE = "embedding_cache"
-CACHE_TABLE_SCHEMA = TableSchema(
-    columns=[
-        TableColumn("model", "text", "Model name from embedding_models.toml"),
-        TableColumn("dimensions", "integer", "The model's vector size"),
-        TableColumn("checksum", "text", "MD5 of the exact text sent to the model"),
-        TableColumn("embedding", "vector", "The vector (size checked, never zero or NaN)"),
-        TableColumn("created_at", "timestamptz", "When it was embedded"),
-    ]
-)
 LOOKUP_CHUNK = 20_000
 FETCH_CHUNK_ROWS = 2_000
 
@@ -210,3 +203,84 @@ class EmbeddingCache:
             (self.model, self.dimensions),
         )
         return [row[0] for row in inserted.fetchall()]
+
+
+STORE_ATTEMPTS = 5
+"""Tries to store one batch when the database connection breaks (e.g. a server restart)."""
+
+
+class CacheWriter:
+    """Stores batches in the embedding cache; reconnects if the database drops the connection.
+
+    Each call is one transaction (`EmbeddingCache.store`), so a batch is either fully cached or
+    not at all; re-storing after a broken commit is harmless (`ON CONFLICT`). After
+    `STORE_ATTEMPTS` failed tries (about 15 s of backoff) the error propagates and the run fails
+    with everything stored so far kept.
+    """
+
+    def __init__(
+        self,
+        cache: EmbeddingCache,
+        reconnect: Callable[[], EmbeddingCache],
+        *,
+        replace: bool,
+        log: Callable[[str], None],
+    ) -> None:
+        self.cache: EmbeddingCache | None = cache
+        self._reconnect = reconnect
+        self._replace = replace
+        self._log = log
+        self._own: EmbeddingCache | None = None  # a connection this writer opened itself
+        self.reconnects = 0
+        self.written: set[str] = set()  # checksums whose rows this writer stored
+
+    def store(self, checksums: Sequence[str], vectors: np.ndarray) -> None:
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            try:
+                if self.cache is None:
+                    self.cache = self._own = self._reconnect()
+                self.written.update(self.cache.store(checksums, vectors, replace=self._replace))
+                return
+            except (psycopg.OperationalError, DatabaseError) as error:
+                self._drop_connection()
+                if attempt == STORE_ATTEMPTS:
+                    raise
+                delay = 0.5 * 2 ** (attempt - 1)
+                self.reconnects += 1
+                self._log(
+                    f"database error while storing {len(checksums)} vectors "
+                    f"({type(error).__name__}: {str(error).strip().splitlines()[0]}); "
+                    f"reconnecting in {delay:.1f} s (try {attempt + 1} of {STORE_ATTEMPTS})"
+                )
+                time.sleep(delay)
+
+    def _drop_connection(self) -> None:
+        if self._own is not None:
+            self._own.connection.close()
+        self.cache = self._own = None
+
+    def close(self) -> None:
+        """Close the connection this writer opened (not the one it was given)."""
+        if self._own is not None:
+            self._own.connection.close()
+
+
+def embedded_since(
+    connection: psycopg.Connection,
+    cache_table: sql.Identifier,
+    model_name: str,
+    dimensions: int,
+    rows: pd.DataFrame,
+    since: str | None,
+) -> set[str]:
+    """The rows' distinct text checksums whose cached vector is newer than `since` (all if
+    None): the snapshot's `new_embeddings`, as opposed to vectors cached before."""
+    distinct = list(set(rows["text_checksum"]))
+    if since is None:
+        return set(distinct)
+    query = sql.SQL(
+        "SELECT checksum FROM {} WHERE model = %s AND dimensions = %s"
+        " AND checksum = ANY(%s) AND created_at > %s"
+    ).format(cache_table)
+    params = (model_name, dimensions, distinct, since)
+    return {row[0] for row in connection.execute(query, params).fetchall()}

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from training_pipeline.core.aid_ranges import AidRange
-from training_pipeline.storage.sources import VideoSourceResource
+from training_pipeline.storage.sources import SourceTables
 
 SOURCE_FINGERPRINTS_KEY = "source_fingerprints"
 LABEL_FINGERPRINTS_KEY = "label_fingerprints"
@@ -43,7 +43,7 @@ def _per_range(
 
 
 def source_fingerprints(
-    connection: psycopg.Connection, video_source: VideoSourceResource, ranges: Sequence[AidRange]
+    connection: psycopg.Connection, tables: SourceTables, ranges: Sequence[AidRange]
 ) -> dict[str, str]:
     """Per range key: MD5 of its videos' text fields (changes when any video is added/edited)."""
     # One correlated subquery per range: an index range scan each, instead of joining every
@@ -53,12 +53,12 @@ def source_fingerprints(
         "concat_ws(chr(31), v.aid::text, coalesce(v.title, chr(1)),"
         " coalesce(v.description, chr(1)), coalesce(v.tags, chr(1))), chr(30) ORDER BY v.aid))"
         " FROM {} v WHERE v.aid BETWEEN r.first_aid AND r.last_aid) FROM ranges r"
-    ).format(video_source.metadata_identifier)
+    ).format(tables.metadata_identifier)
     return _per_range(connection, query, ranges)
 
 
 def label_fingerprints(
-    connection: psycopg.Connection, video_source: VideoSourceResource, ranges: Sequence[AidRange]
+    connection: psycopg.Connection, tables: SourceTables, ranges: Sequence[AidRange]
 ) -> dict[str, str]:
     """Per range key: MD5 of its label rows (changes when a label is added or altered)."""
     query = sql.SQL(
@@ -66,7 +66,7 @@ def label_fingerprints(
         'concat_ws(chr(31), l.id::text, l.aid::text, l.label::text, l."user",'
         " l.created_at::text), chr(30) ORDER BY l.id))"
         " FROM {} l WHERE l.aid BETWEEN r.first_aid AND r.last_aid) FROM ranges r"
-    ).format(video_source.labels_identifier)
+    ).format(tables.labels_identifier)
     return _per_range(connection, query, ranges)
 
 

@@ -317,6 +317,16 @@ class DatasetStore:
         return files
 
 
+def previous_snapshot_time(store: DatasetStore, model_name: str) -> str | None:
+    """`created_at` of this model's latest snapshot, the line between new and reused vectors."""
+    times = [
+        sidecar["created_at"]
+        for sidecar in store.list()
+        if sidecar.get("stats", {}).get("embedding_model") == model_name
+    ]
+    return max(times) if times else None
+
+
 @dataclass(frozen=True)
 class SplitSubset:
     """What a split's rows hold, counted while they were copied."""

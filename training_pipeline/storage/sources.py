@@ -7,28 +7,29 @@ these tables; `create_source_tables` exists for the demo and the tests.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import pandas as pd
 import psycopg
-from dagster import ConfigurableResource
 from psycopg import sql
-from pydantic import Field
 
 from training_pipeline.core.aid_ranges import AidRange
 from training_pipeline.core.labels import LABEL_ROW_COLUMNS
+from training_pipeline.storage.connection import table_exists
 from training_pipeline.storage.identifiers import qualified_table, split_table_name
 
 VIDEO_TEXT_COLUMNS = ("aid", "title", "description", "tags")
+DEFAULT_METADATA_TABLE = "bilibili_metadata"
+DEFAULT_LABELS_TABLE = "internal.video_type_label"
 
 
-class VideoSourceResource(ConfigurableResource):
-    """Where video metadata and labels live in the database."""
+@dataclass(frozen=True)
+class SourceTables:
+    """Where video metadata and labels live in the database (`table` or `schema.table`)."""
 
-    metadata_table: str = Field(
-        default="bilibili_metadata", description="Video metadata table ('table' or 'schema.table')"
-    )
-    labels_table: str = Field(
-        default="internal.video_type_label", description="Append-only label table"
-    )
+    metadata_table: str = DEFAULT_METADATA_TABLE
+    labels_table: str = DEFAULT_LABELS_TABLE
 
     @property
     def metadata_identifier(self) -> sql.Identifier:
@@ -62,6 +63,29 @@ class VideoSourceResource(ConfigurableResource):
         """Every aid in the metadata table, ascending (for planning partitions)."""
         query = sql.SQL("SELECT aid FROM {} ORDER BY aid").format(self.metadata_identifier)
         return [row[0] for row in connection.execute(query)]
+
+    def read_aids_from(self, connection: psycopg.Connection, first_aid: int) -> list[int]:
+        """Every aid at or above `first_aid`, ascending (an index range scan on the unique aid)."""
+        query = sql.SQL("SELECT aid FROM {} WHERE aid >= %s ORDER BY aid").format(
+            self.metadata_identifier
+        )
+        return [row[0] for row in connection.execute(query, (first_aid,))]
+
+    def video_counts(
+        self, connection: psycopg.Connection, ranges: Sequence[AidRange]
+    ) -> dict[str, int]:
+        """Videos per range key (a correlated count per range: an index range scan each)."""
+        query = sql.SQL(
+            "SELECT r.key, (SELECT count(*) FROM {} v"
+            " WHERE v.aid BETWEEN r.first_aid AND r.last_aid)"
+            " FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS r(key, first_aid, last_aid)"
+        ).format(self.metadata_identifier)
+        params = ([r.key for r in ranges], [r.first for r in ranges], [r.last for r in ranges])
+        return {key: int(count) for key, count in connection.execute(query, params)}
+
+    def metadata_table_exists(self, connection: psycopg.Connection) -> bool:
+        """Whether the video metadata table exists (a fresh database may have none yet)."""
+        return table_exists(connection, self.metadata_identifier)
 
     def create_source_tables(self, connection: psycopg.Connection) -> None:
         """Create both tables in the upstream shape if they are missing (demo and tests)."""

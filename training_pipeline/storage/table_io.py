@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import psycopg
-from dagster import TableColumn
 from psycopg import sql
 
 from training_pipeline.storage.vector_columns import vector_matrix, vector_series
@@ -31,7 +31,18 @@ PANDAS_DTYPES = {
 NULLABLE_DTYPES = {"int64": "Int64", "int32": "Int32", "bool": "boolean"}
 
 
-def _column_values(frame: pd.DataFrame, col: TableColumn) -> Sequence[object]:
+class Column(Protocol):
+    """A column as the table schemas declare it: a name and a PostgreSQL type (Dagster's
+    `TableColumn` is one; this module only needs the two attributes)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+
+def _column_values(frame: pd.DataFrame, col: Column) -> Sequence[object]:
     """A column as a sequence psycopg can dump row by row (None for nulls)."""
     if col.type == "vector":
         return vector_matrix(frame[col.name])  # rows are views into one matrix
@@ -43,7 +54,7 @@ def write_frame(
     connection: psycopg.Connection,
     target: sql.Identifier,
     frame: pd.DataFrame,
-    columns: Sequence[TableColumn],
+    columns: Sequence[Column],
 ) -> int:
     """COPY the frame's rows into `target` (binary); returns the number of rows."""
     names = [col.name for col in columns]
@@ -84,7 +95,7 @@ def select_statement(
     return query, params
 
 
-def _scalar_series(values: list[object], col: TableColumn) -> pd.Series:
+def _scalar_series(values: list[object], col: Column) -> pd.Series:
     dtype = PANDAS_DTYPES.get(col.type)
     if col.type == "timestamptz":
         return pd.to_datetime(pd.Series(values, dtype=object), utc=True)
@@ -126,7 +137,7 @@ class _VectorBuffer:
 def read_table(
     connection: psycopg.Connection,
     target: sql.Identifier,
-    columns: Sequence[TableColumn],
+    columns: Sequence[Column],
     partition_column: str | None = None,
     keys: Sequence[str] | None = None,
     aids: Sequence[int] | None = None,

@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from dagster import DagsterInstance
 
-from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
 from training_pipeline.definitions import build_definitions
+from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME
 from training_pipeline.defs.resources import DatasetStoreResource
 from training_pipeline_tests.support.databases import create_database
 from training_pipeline_tests.support.embedding_server import (

@@ -15,13 +15,13 @@ from dagster import (
     build_schedule_context,
     build_sensor_context,
     materialize,
+    partition_loading_context,
 )
-from dagster._core.definitions.partitions.context import partition_loading_context
 
-from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME, AidRange
-from training_pipeline.defs.automation.partition_sync import RAW_VIDEO_TEXT_KEY
+from training_pipeline.core.aid_ranges import AidRange
+from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME, RAW_VIDEO_TEXT_KEY
 from training_pipeline.storage.fingerprints import source_fingerprints
-from training_pipeline.storage.sources import VideoSourceResource
+from training_pipeline.storage.sources import SourceTables
 
 
 def sensor_tick(defs: Definitions, instance: DagsterInstance, name: str, cursor: str | None = None):
@@ -120,5 +120,5 @@ def add_label(url: str, aid: int, label: bool, user: str) -> None:
 def current_source_fingerprints(url: str, keys: Sequence[str]) -> dict[str, str]:
     with psycopg.connect(url) as connection:
         return source_fingerprints(
-            connection, VideoSourceResource(), [AidRange.from_key(key) for key in keys]
+            connection, SourceTables(), [AidRange.from_key(key) for key in keys]
         )

@@ -13,10 +13,9 @@ import psycopg
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
-from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import format_text_v1, text_checksum
-from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
+from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME, embedding_cache_key
 from training_pipeline_tests.support.embedding_server import (
     EmbeddingServer,
     running_embedding_server,

@@ -11,7 +11,7 @@ import sys
 from dagster import DagsterInstance, execute_job, reconstructable
 
 from training_pipeline.definitions import build_definitions
-from training_pipeline.defs.automation.automation import refresh_job_name
+from training_pipeline.defs.keys import refresh_job_name
 
 
 def refresh_job():

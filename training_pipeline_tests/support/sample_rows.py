@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from training_pipeline.storage.sources import VideoSourceResource
+from training_pipeline.storage.sources import SourceTables
 
 RANGE_KEYS = ["0-100", "101-113000000000100"]
 BIG = 113_000_000_000_000
@@ -97,7 +97,7 @@ def insert_source_rows(
     """Create the upstream tables and insert (aid, title, description, tags) videos and
     (aid, label, user, created_at) label rows: the hand-made ones unless told otherwise."""
     with psycopg.connect(database_url) as connection:
-        VideoSourceResource().create_source_tables(connection)
+        SourceTables().create_source_tables(connection)
         with connection.cursor() as cursor:
             cursor.executemany(
                 "INSERT INTO bilibili_metadata (aid, title, description, tags)"

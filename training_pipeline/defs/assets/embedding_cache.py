@@ -12,38 +12,59 @@ holds the run's numbers (requests, retries, 429s, tokens, cost, rates); a failed
 them too, with how many texts are still missing.
 """
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-import psycopg
 from dagster import (
     AssetExecutionContext,
     AssetIn,
-    AssetKey,
     AssetsDefinition,
     BackfillPolicy,
     Config,
     Failure,
     MaterializeResult,
     MetadataValue,
+    TableColumn,
+    TableSchema,
     asset,
 )
 from pydantic import Field
 
-from training_pipeline.core.aid_ranges import aid_ranges_partitions
 from training_pipeline.core.labels import attributed
-from training_pipeline.core.models_config import EmbeddingModelConfig, model_slug
+from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import model_inputs
-from training_pipeline.defs.assets.sources import VIDEO_LABELS_KEY, ranges_of
-from training_pipeline.defs.resources import EmbeddingModelsResource
+from training_pipeline.defs.assets.sources import ranges_of
+from training_pipeline.defs.keys import (
+    CACHE_TABLE,
+    EMBEDDINGS_GROUP,
+    PREPROCESSED_TEXT_KEY,
+    VIDEO_LABELS_KEY,
+    embedding_cache_key,
+    embedding_pool,
+    model_slug,
+)
+from training_pipeline.defs.partitions import aid_ranges_partitions
+from training_pipeline.defs.resources import (
+    EmbeddingModelsResource,
+    PostgresResource,
+    VideoSourceResource,
+)
 from training_pipeline.defs.table_schemas import COLUMN_SCHEMA_KEY
 from training_pipeline.embedding.engine import EmbeddingFailed, EmbeddingRunStats, embed_texts
-from training_pipeline.storage.connection import DatabaseError, PostgresResource, open_connection
-from training_pipeline.storage.embedding_cache import CACHE_TABLE_SCHEMA, EmbeddingCache
-from training_pipeline.storage.sources import VideoSourceResource
+from training_pipeline.storage.connection import open_connection
+from training_pipeline.storage.embedding_cache import CacheWriter, EmbeddingCache
+
+CACHE_TABLE_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("model", "text", "Model name from embedding_models.toml"),
+        TableColumn("dimensions", "integer", "The model's vector size"),
+        TableColumn("checksum", "text", "MD5 of the exact text sent to the model"),
+        TableColumn("embedding", "vector", "The vector (size checked, never zero or NaN)"),
+        TableColumn("created_at", "timestamptz", "When it was embedded"),
+    ]
+)
 
 
 class EmbeddingCacheConfig(Config):
@@ -61,11 +82,6 @@ class EmbeddingCacheConfig(Config):
     )
 
 
-def embedding_cache_key(model_name: str) -> AssetKey:
-    """Asset key of a model's embedding cache."""
-    return AssetKey(["embedding_cache", model_slug(model_name)])
-
-
 def labelled_aids(
     postgres: PostgresResource, video_source: VideoSourceResource, context: AssetExecutionContext
 ) -> set[int]:
@@ -73,69 +89,9 @@ def labelled_aids(
     aids: set[int] = set()
     with postgres.connect() as connection:
         for aid_range in ranges_of(context):
-            rows = video_source.read_label_rows(connection, aid_range)
+            rows = video_source.tables.read_label_rows(connection, aid_range)
             aids.update(rows.loc[attributed(rows), "aid"].tolist())
     return aids
-
-
-STORE_ATTEMPTS = 5
-"""Tries to store one batch when the database connection breaks (e.g. a server restart)."""
-
-
-class CacheWriter:
-    """Stores batches in the embedding cache; reconnects if the database drops the connection.
-
-    Each call is one transaction (`EmbeddingCache.store`), so a batch is either fully cached or
-    not at all; re-storing after a broken commit is harmless (`ON CONFLICT`). After
-    `STORE_ATTEMPTS` failed tries (about 15 s of backoff) the error propagates and the run fails
-    with everything stored so far kept.
-    """
-
-    def __init__(
-        self,
-        cache: EmbeddingCache,
-        reconnect: Callable[[], EmbeddingCache],
-        *,
-        replace: bool,
-        log: Callable[[str], None],
-    ) -> None:
-        self.cache: EmbeddingCache | None = cache
-        self._reconnect = reconnect
-        self._replace = replace
-        self._log = log
-        self._own: EmbeddingCache | None = None  # a connection this writer opened itself
-        self.reconnects = 0
-        self.written: set[str] = set()  # checksums whose rows this writer stored
-
-    def store(self, checksums: Sequence[str], vectors: np.ndarray) -> None:
-        for attempt in range(1, STORE_ATTEMPTS + 1):
-            try:
-                if self.cache is None:
-                    self.cache = self._own = self._reconnect()
-                self.written.update(self.cache.store(checksums, vectors, replace=self._replace))
-                return
-            except (psycopg.OperationalError, DatabaseError) as error:
-                self._drop_connection()
-                if attempt == STORE_ATTEMPTS:
-                    raise
-                delay = 0.5 * 2 ** (attempt - 1)
-                self.reconnects += 1
-                self._log(
-                    f"database error while storing {len(checksums)} vectors "
-                    f"({type(error).__name__}: {str(error).strip().splitlines()[0]}); "
-                    f"reconnecting in {delay:.1f} s (try {attempt + 1} of {STORE_ATTEMPTS})"
-                )
-                time.sleep(delay)
-
-    def _drop_connection(self) -> None:
-        if self._own is not None:
-            self._own.connection.close()
-        self.cache = self._own = None
-
-    def close(self) -> None:
-        """Close the connection this writer opened (not the one it was given)."""
-        if self._own is not None:
-            self._own.connection.close()
 
 
 def run_metadata(stats: EmbeddingRunStats, model: EmbeddingModelConfig) -> dict[str, object]:
@@ -203,7 +159,7 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
         ins={
             # The cache needs the texts only, not the JSON of the source fields.
             "preprocessed_text": AssetIn(
-                key="preprocessed_text",
+                key=PREPROCESSED_TEXT_KEY,
                 metadata={"columns": ["aid", "aid_range", "text", "checksum"]},
             )
         },
@@ -211,13 +167,13 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
         partitions_def=aid_ranges_partitions,
         backfill_policy=BackfillPolicy.single_run(),
         metadata={COLUMN_SCHEMA_KEY: CACHE_TABLE_SCHEMA},
-        group_name="embeddings",
+        group_name=EMBEDDINGS_GROUP,
         kinds={"postgres", "pgvector"},
         tags={"model": model_slug(model_name)},
-        pool=f"embedding_api_{model_slug(model_name)}",
+        pool=embedding_pool(model_name),
         description=(
             f"Vectors of model `{model_name}` ({model.dimensions}-d, {model.type}) for the "
-            "range's texts, in the shared checksum-keyed cache table `embedding_cache`."
+            f"range's texts, in the shared checksum-keyed cache table `{CACHE_TABLE}`."
         ),
     )
     def embedding_cache(

@@ -11,7 +11,6 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetIn,
-    AssetKey,
     AssetsDefinition,
     BackfillPolicy,
     Config,
@@ -21,23 +20,33 @@ from dagster import (
 )
 from pydantic import Field
 
-from training_pipeline.core.aid_ranges import aid_ranges_partitions
 from training_pipeline.core.labels import TiePolicy, consensus_labels, unattributed_label_rows
-from training_pipeline.core.models_config import EmbeddingModelConfig, model_slug
+from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import model_inputs
-from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
-from training_pipeline.defs.assets.sources import VIDEO_LABELS_KEY, ranges_of
-from training_pipeline.defs.resources import EmbeddingModelsResource
+from training_pipeline.defs.assets.sources import ranges_of
+from training_pipeline.defs.keys import (
+    DATASETS_GROUP,
+    PREPROCESSED_TEXT_KEY,
+    VIDEO_LABELS_KEY,
+    embedding_cache_key,
+    labelled_dataset_key,
+    labelled_dataset_table,
+    model_slug,
+)
+from training_pipeline.defs.partitions import aid_ranges_partitions
+from training_pipeline.defs.resources import (
+    EmbeddingModelsResource,
+    PostgresResource,
+    VideoSourceResource,
+)
 from training_pipeline.defs.table_schemas import (
     PARTITION_COLUMN,
     column,
     partition_column,
     table_metadata,
 )
-from training_pipeline.storage.connection import PostgresResource
 from training_pipeline.storage.embedding_cache import EmbeddingCache
 from training_pipeline.storage.fingerprints import LABEL_FINGERPRINTS_KEY, label_fingerprints
-from training_pipeline.storage.sources import VideoSourceResource
 from training_pipeline.storage.vector_columns import vector_matrix, vector_series
 
 LABELLED_DATASET_COLUMNS = [
@@ -77,16 +86,6 @@ class LabelledDatasetConfig(Config):
     )
 
 
-def labelled_dataset_key(model_name: str) -> AssetKey:
-    """Asset key of a model's labelled dataset."""
-    return AssetKey(["labelled_dataset", model_slug(model_name)])
-
-
-def labelled_dataset_table(model_name: str) -> str:
-    """Table that holds a model's labelled dataset."""
-    return f"labelled_dataset__{model_slug(model_name)}"
-
-
 def preview_markdown(rows: pd.DataFrame, count: int = 5) -> str:
     """A few rows as a Markdown table for the asset catalog (vectors shown by their start)."""
     lines = [
@@ -110,13 +109,13 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
     @asset(
         key=labelled_dataset_key(model_name),
         ins={
-            "preprocessed_text": AssetIn(key="preprocessed_text"),
+            "preprocessed_text": AssetIn(key=PREPROCESSED_TEXT_KEY),
         },
         deps=[embedding_cache_key(model_name), VIDEO_LABELS_KEY],
         partitions_def=aid_ranges_partitions,
         backfill_policy=BackfillPolicy.single_run(),
         metadata=table_metadata(labelled_dataset_table(model_name), LABELLED_DATASET_COLUMNS),
-        group_name="datasets",
+        group_name=DATASETS_GROUP,
         kinds={"postgres", "pgvector", "pandas"},
         tags={"model": model_slug(model_name)},
         # Version of the row format: 2 writes user_labels_json as the old writer's JSON array.
@@ -137,9 +136,11 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
         settings = embedding_models.model(model_name)
         ranges = ranges_of(context)
         with postgres.connect(repeatable_read=True) as connection:
-            rows_by_range = {r.key: video_source.read_label_rows(connection, r) for r in ranges}
+            rows_by_range = {
+                r.key: video_source.tables.read_label_rows(connection, r) for r in ranges
+            }
             label_rows = pd.concat(rows_by_range.values(), ignore_index=True)
-            fingerprints = label_fingerprints(connection, video_source, ranges)
+            fingerprints = label_fingerprints(connection, video_source.tables, ranges)
             labels = consensus_labels(label_rows, config.tie_policy)
             inputs = model_inputs(preprocessed_text, settings.max_tokens_per_input)
             rows = (

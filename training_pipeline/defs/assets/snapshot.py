@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import psycopg
 import pyarrow as pa
 from dagster import (
     AssetCheckKey,
@@ -36,13 +35,12 @@ from dagster import (
     TableSchema,
     asset,
 )
-from dagster._core.event_api import PartitionKeyFilter
 from psycopg import sql
 from pydantic import Field
 
-from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME, ranges_containing
+from training_pipeline.core.aid_ranges import ranges_containing
 from training_pipeline.core.dataset_contract import DatasetContractError, conform_rows
-from training_pipeline.core.models_config import EmbeddingModelConfig, model_slug
+from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.splits import (
     SPLIT_METHOD,
     SPLIT_NAMES,
@@ -52,24 +50,32 @@ from training_pipeline.core.splits import (
     split_counts,
 )
 from training_pipeline.core.text import TEXT_FORMAT
-from training_pipeline.defs.assets.labelled_dataset import (
-    LABELLED_DATASET_COLUMNS,
+from training_pipeline.defs.assets.labelled_dataset import LABELLED_DATASET_COLUMNS
+from training_pipeline.defs.checks.rules import CheckTarget, evaluate_rules, failed_errors
+from training_pipeline.defs.dagster_compat import PartitionKeyFilter
+from training_pipeline.defs.keys import (
+    AID_RANGES_PARTITIONS_NAME,
+    CACHE_TABLE,
+    DATASETS_GROUP,
+    dataset_snapshot_key,
     labelled_dataset_key,
     labelled_dataset_table,
+    model_slug,
 )
-from training_pipeline.defs.checks.rules import CheckTarget, evaluate_rules, failed_errors
-from training_pipeline.defs.resources import DatasetStoreResource
+from training_pipeline.defs.resources import (
+    DatasetStoreResource,
+    PostgresResource,
+    VideoSourceResource,
+)
 from training_pipeline.defs.table_schemas import COLUMN_SCHEMA_KEY, PARTITION_COLUMN
-from training_pipeline.defs.type_handler import read_table
-from training_pipeline.storage.connection import PostgresResource
-from training_pipeline.storage.embedding_cache import CACHE_TABLE
+from training_pipeline.storage.embedding_cache import embedded_since
 from training_pipeline.storage.snapshot_files import (
-    DatasetStore,
     dataset_stats,
     new_dataset_id,
+    previous_snapshot_time,
     validate_dataset_id,
 )
-from training_pipeline.storage.sources import VideoSourceResource
+from training_pipeline.storage.table_io import read_table
 from training_pipeline.storage.vector_columns import vector_matrix
 
 DATA_VERSION_TAG = "dagster/data_version"
@@ -121,11 +127,6 @@ class SnapshotConfig(Config):
     )
 
 
-def dataset_snapshot_key(model_name: str) -> AssetKey:
-    """Asset key of a model's dataset snapshots."""
-    return AssetKey(["dataset_snapshot", model_slug(model_name)])
-
-
 def to_arrow(rows: pd.DataFrame, dimensions: int, splits: Sequence[str]) -> pa.Table:
     """The trainer's columns; `embedding` as list<float32> (the `parquet_v1` format)."""
     matrix = (
@@ -148,37 +149,6 @@ def to_arrow(rows: pd.DataFrame, dimensions: int, splits: Sequence[str]) -> pa.T
         "split": pa.array(list(splits), pa.string()),
     }
     return pa.table([columns[name] for name in PARQUET_COLUMNS], names=PARQUET_COLUMNS)
-
-
-def embedded_since(
-    connection: psycopg.Connection,
-    cache_table: sql.Identifier,
-    model_name: str,
-    dimensions: int,
-    rows: pd.DataFrame,
-    since: str | None,
-) -> set[str]:
-    """The rows' distinct text checksums whose cached vector is newer than `since` (all if
-    None): the snapshot's `new_embeddings`, as opposed to vectors cached before."""
-    distinct = list(set(rows["text_checksum"]))
-    if since is None:
-        return set(distinct)
-    query = sql.SQL(
-        "SELECT checksum FROM {} WHERE model = %s AND dimensions = %s"
-        " AND checksum = ANY(%s) AND created_at > %s"
-    ).format(cache_table)
-    params = (model_name, dimensions, distinct, since)
-    return {row[0] for row in connection.execute(query, params).fetchall()}
-
-
-def previous_snapshot_time(store: DatasetStore, model_name: str) -> str | None:
-    """`created_at` of this model's latest snapshot, the line between new and reused vectors."""
-    times = [
-        sidecar["created_at"]
-        for sidecar in store.list()
-        if sidecar.get("stats", {}).get("embedding_model") == model_name
-    ]
-    return max(times) if times else None
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -410,7 +380,7 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
         key=dataset_snapshot_key(model_name),
         deps=[source_key],
         metadata={COLUMN_SCHEMA_KEY: PARQUET_SCHEMA},
-        group_name="datasets",
+        group_name=DATASETS_GROUP,
         kinds={"parquet"},
         tags={"model": model_slug(model_name)},
         description=(
@@ -445,7 +415,12 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
         with postgres.connect() as connection:
             gate = evaluate_rules(
                 CheckTarget(
-                    connection, postgres.schema, model_name, model.dimensions, keys, video_source
+                    connection,
+                    postgres.schema,
+                    model_name,
+                    model.dimensions,
+                    keys,
+                    video_source.tables,
                 )
             )
             blocking = failed_errors(gate)

@@ -3,37 +3,41 @@
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
     AssetSpec,
     BackfillPolicy,
     MetadataValue,
     asset,
 )
 
-from training_pipeline.core.aid_ranges import AidRange, aid_ranges_partitions
+from training_pipeline.core.aid_ranges import AidRange
+from training_pipeline.defs.keys import (
+    RAW_VIDEO_TEXT_KEY,
+    RAW_VIDEO_TEXT_TABLE,
+    SOURCES_GROUP,
+    TEXT_GROUP,
+    VIDEO_LABELS_KEY,
+    VIDEO_METADATA_KEY,
+)
+from training_pipeline.defs.partitions import aid_ranges_partitions
+from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
 from training_pipeline.defs.table_schemas import (
     PARTITION_COLUMN,
     column,
     partition_column,
     table_metadata,
 )
-from training_pipeline.storage.connection import PostgresResource
 from training_pipeline.storage.fingerprints import SOURCE_FINGERPRINTS_KEY, source_fingerprints
-from training_pipeline.storage.sources import VideoSourceResource
-
-VIDEO_METADATA_KEY = AssetKey(["sources", "bilibili_metadata"])
-VIDEO_LABELS_KEY = AssetKey(["sources", "video_type_label"])
 
 video_metadata_source = AssetSpec(
     key=VIDEO_METADATA_KEY,
     description="Upstream video metadata (aid, title, description, tags, ...); read-only here.",
-    group_name="sources",
+    group_name=SOURCES_GROUP,
     kinds={"postgres"},
 )
 video_labels_source = AssetSpec(
     key=VIDEO_LABELS_KEY,
     description="Upstream append-only human labels (aid, label, user, created_at); read-only here.",
-    group_name="sources",
+    group_name=SOURCES_GROUP,
     kinds={"postgres"},
 )
 
@@ -52,12 +56,12 @@ def ranges_of(context: AssetExecutionContext) -> list[AidRange]:
 
 
 @asset(
-    key="raw_video_text",
+    key=RAW_VIDEO_TEXT_KEY,
     deps=[VIDEO_METADATA_KEY],
     partitions_def=aid_ranges_partitions,
     backfill_policy=BackfillPolicy.single_run(),
-    metadata=table_metadata("raw_video_text", RAW_VIDEO_TEXT_COLUMNS),
-    group_name="text",
+    metadata=table_metadata(RAW_VIDEO_TEXT_TABLE, RAW_VIDEO_TEXT_COLUMNS),
+    group_name=TEXT_GROUP,
     kinds={"postgres", "pandas"},
     description="Title, description and tags of every video in the aid range, as read upstream.",
 )
@@ -68,10 +72,10 @@ def raw_video_text(
     ranges = ranges_of(context)
     with postgres.connect(repeatable_read=True) as connection:
         for aid_range in ranges:
-            frame = video_source.read_video_text(connection, aid_range)
+            frame = video_source.tables.read_video_text(connection, aid_range)
             frame.insert(1, PARTITION_COLUMN, pd.Series([aid_range.key] * len(frame), dtype=object))
             frames.append(frame)
-        fingerprints = source_fingerprints(connection, video_source, ranges)
+        fingerprints = source_fingerprints(connection, video_source.tables, ranges)
     # Each range's materialization describes that range only (a run may cover several).
     for aid_range, frame in zip(ranges, frames, strict=True):
         context.add_asset_metadata(

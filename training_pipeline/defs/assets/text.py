@@ -1,10 +1,16 @@
 """Preprocessed text: the `v1` text of every video in the range and its MD5 checksum."""
 
 import pandas as pd
-from dagster import AssetExecutionContext, BackfillPolicy, asset
+from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, asset
 
-from training_pipeline.core.aid_ranges import aid_ranges_partitions
 from training_pipeline.core.text import TEXT_FORMAT, format_text_v1, metadata_json, text_checksum
+from training_pipeline.defs.keys import (
+    PREPROCESSED_TEXT_KEY,
+    PREPROCESSED_TEXT_TABLE,
+    RAW_VIDEO_TEXT_KEY,
+    TEXT_GROUP,
+)
+from training_pipeline.defs.partitions import aid_ranges_partitions
 from training_pipeline.defs.table_schemas import (
     PARTITION_COLUMN,
     column,
@@ -33,11 +39,12 @@ PREPROCESSED_TEXT_COLUMNS = [
 
 
 @asset(
-    key="preprocessed_text",
+    key=PREPROCESSED_TEXT_KEY,
+    ins={"raw_video_text": AssetIn(key=RAW_VIDEO_TEXT_KEY)},
     partitions_def=aid_ranges_partitions,
     backfill_policy=BackfillPolicy.single_run(),
-    metadata=table_metadata("preprocessed_text", PREPROCESSED_TEXT_COLUMNS),
-    group_name="text",
+    metadata=table_metadata(PREPROCESSED_TEXT_TABLE, PREPROCESSED_TEXT_COLUMNS),
+    group_name=TEXT_GROUP,
     kinds={"postgres", "pandas"},
     # The text format, plus the version of the `metadata_json` encoding (2: "" for NULL fields).
     code_version=f"{TEXT_FORMAT}+metadata_json.2",

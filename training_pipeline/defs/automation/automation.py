@@ -48,37 +48,44 @@ from dagster import (
     schedule,
     sensor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from psycopg import sql
 
-from training_pipeline.core.aid_ranges import AidRange, aid_ranges_partitions
-from training_pipeline.core.models_config import ModelsConfig, model_slug
+from training_pipeline.core.aid_ranges import AidRange
+from training_pipeline.core.models_config import ModelsConfig
 from training_pipeline.core.text import model_inputs
-from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
-from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
-from training_pipeline.defs.assets.sources import VIDEO_METADATA_KEY
-from training_pipeline.defs.assets.text import preprocessed_text
 from training_pipeline.defs.automation.partition_sync import (
-    RAW_VIDEO_TEXT_KEY,
     PlannedRange,
     latest_materializations,
     max_videos_per_range_from_env,
-    metadata_table_exists,
     plan_registration,
     recorded_fingerprint,
     registered_ranges,
     source_states,
 )
-from training_pipeline.defs.resources import EmbeddingModelsResource
-from training_pipeline.storage.connection import PostgresResource
-from training_pipeline.storage.embedding_cache import CACHE_TABLE, EmbeddingCache
+from training_pipeline.defs.dagster_compat import UnresolvedAssetJobDefinition
+from training_pipeline.defs.keys import (
+    AID_RANGES_SENSOR_NAME,
+    CACHE_TABLE,
+    LABELS_JOB_NAME,
+    NEW_LABELS_SENSOR_NAME,
+    PREPROCESSED_TEXT_TABLE,
+    REFRESH_SCHEDULE_NAME,
+    VIDEO_METADATA_KEY,
+    embedding_cache_key,
+    labelled_dataset_key,
+    model_slug,
+    range_asset_keys,
+    refresh_job_name,
+)
+from training_pipeline.defs.partitions import aid_ranges_partitions
+from training_pipeline.defs.resources import (
+    EmbeddingModelsResource,
+    PostgresResource,
+    VideoSourceResource,
+)
+from training_pipeline.storage.connection import table_exists
+from training_pipeline.storage.embedding_cache import EmbeddingCache
 from training_pipeline.storage.fingerprints import LABEL_FINGERPRINTS_KEY, label_fingerprints
-from training_pipeline.storage.sources import VideoSourceResource
-
-AID_RANGES_SENSOR_NAME = "aid_ranges_sensor"
-REFRESH_SCHEDULE_NAME = "refresh_changed_ranges"
-NEW_LABELS_SENSOR_NAME = "new_labels_sensor"
-LABELS_JOB_NAME = "refresh_labelled_datasets"
 
 AID_RANGES_SENSOR_INTERVAL_SECONDS = 300
 NEW_LABELS_SENSOR_INTERVAL_SECONDS = 900
@@ -90,8 +97,6 @@ DEFAULT_REFRESH_TIMEZONE = "UTC"
 PARTIAL_RANGE_DELAY_ENV = "TRAINING_PIPELINE_PARTIAL_RANGE_DELAY_MINUTES"
 DEFAULT_PARTIAL_RANGE_DELAY_MINUTES = 360
 
-PREPROCESSED_TEXT_KEY = AssetKey("preprocessed_text")
-PREPROCESSED_TEXT_TABLE = preprocessed_text.specs_by_key[PREPROCESSED_TEXT_KEY].metadata["table"]
 PARTITION_TAG = "dagster/partition"
 TRIGGER_TAG = "training_pipeline/trigger"
 REASON_TAG = "training_pipeline/reason"
@@ -105,20 +110,10 @@ ACTIVE_RUN_STATUSES = [
 ]
 
 
-def refresh_job_name(model_name: str) -> str:
-    """The job that rebuilds a range's text, embedding cache and labelled dataset for a model."""
-    return f"refresh_{model_slug(model_name)}"
-
-
 def build_refresh_job(model_name: str) -> UnresolvedAssetJobDefinition:
     return define_asset_job(
         refresh_job_name(model_name),
-        selection=AssetSelection.assets(
-            RAW_VIDEO_TEXT_KEY,
-            PREPROCESSED_TEXT_KEY,
-            embedding_cache_key(model_name),
-            labelled_dataset_key(model_name),
-        ),
+        selection=AssetSelection.assets(*range_asset_keys(model_name)),
         description=(
             f"Raw text, preprocessed text, `{model_name}` embedding cache and labelled dataset of "
             "aid ranges (texts already cached are not embedded again)."
@@ -231,7 +226,7 @@ def evaluate_aid_ranges(
     delay = partial_range_delay_seconds()
     registered = registered_ranges(context.instance)
     with postgres.connect(repeatable_read=True) as connection:
-        if not metadata_table_exists(connection, video_source):
+        if not video_source.tables.metadata_table_exists(connection):
             return SensorResult(
                 skip_reason=f"source table {video_source.metadata_table} does not exist yet",
                 cursor=cursor.dumps(),
@@ -445,24 +440,19 @@ def build_refresh_schedule(
 # --- new_labels_sensor ------------------------------------------------------------------------
 
 
-def _table_exists(connection: psycopg.Connection, schema: str, table: str) -> bool:
-    name = sql.Identifier(schema, table).as_string(connection)
-    return connection.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None
-
-
 def labelled_texts(
     connection: psycopg.Connection, schema: str, video_source: VideoSourceResource, keys: list[str]
 ) -> pd.DataFrame:
     """`aid_range, aid, text, checksum` of the labelled videos with text in these ranges, as the
     materialized `preprocessed_text` holds them (what the labelled dataset will read)."""
     columns = ["aid_range", "aid", "text", "checksum"]
-    if not keys or not _table_exists(connection, schema, PREPROCESSED_TEXT_TABLE):
+    if not keys or not table_exists(connection, sql.Identifier(schema, PREPROCESSED_TEXT_TABLE)):
         return pd.DataFrame(columns=columns)
     query = sql.SQL(
         "SELECT p.aid_range, p.aid, p.text, p.checksum FROM {} p"
         " WHERE p.aid_range = ANY(%s) AND p.text <> ''"
         " AND EXISTS (SELECT 1 FROM {} l WHERE l.aid = p.aid)"
-    ).format(sql.Identifier(schema, PREPROCESSED_TEXT_TABLE), video_source.labels_identifier)
+    ).format(sql.Identifier(schema, PREPROCESSED_TEXT_TABLE), video_source.tables.labels_identifier)
     rows = connection.execute(query, (keys,)).fetchall()
     return pd.DataFrame(rows, columns=columns, dtype=object)
 
@@ -480,7 +470,7 @@ def ranges_missing_embeddings(
     if texts.empty:
         return set()
     inputs = model_inputs(texts, max_tokens_per_input)
-    if not _table_exists(connection, schema, CACHE_TABLE):
+    if not table_exists(connection, sql.Identifier(schema, CACHE_TABLE)):
         cached: set[str] = set()
     else:
         cache = EmbeddingCache(connection, schema, model_name, dimensions)
@@ -511,7 +501,7 @@ def evaluate_new_labels(
     if not keys:
         return SkipReason("no labelled dataset has been materialized yet")
     with postgres.connect(repeatable_read=True) as connection:
-        current = label_fingerprints(connection, video_source, [registered[k] for k in keys])
+        current = label_fingerprints(connection, video_source.tables, [registered[k] for k in keys])
         changed = {
             name: {
                 key

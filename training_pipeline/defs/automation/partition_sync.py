@@ -28,25 +28,22 @@ from dagster import (
     DagsterInstance,
     EventLogRecord,
 )
-from psycopg import sql
 
 from training_pipeline.core.aid_ranges import (
-    AID_RANGES_PARTITIONS_NAME,
     DEFAULT_MAX_VIDEOS_PER_RANGE,
     AidRange,
     parse_ranges,
     plan_new_ranges,
 )
-from training_pipeline.storage.connection import PostgresResource
+from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME, RAW_VIDEO_TEXT_KEY
+from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
 from training_pipeline.storage.fingerprints import (
     SOURCE_FINGERPRINTS_KEY,
     fingerprints_from_metadata,
     source_fingerprints,
 )
-from training_pipeline.storage.sources import VideoSourceResource
 
 MAX_VIDEOS_PER_RANGE_ENV = "TRAINING_PIPELINE_MAX_VIDEOS_PER_RANGE"
-RAW_VIDEO_TEXT_KEY = AssetKey("raw_video_text")
 _STORAGE_ID_CHUNK = 500
 
 
@@ -69,36 +66,6 @@ def registered_ranges(instance: DagsterInstance) -> list[AidRange]:
     return parse_ranges(instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME))
 
 
-def metadata_table_exists(
-    connection: psycopg.Connection, video_source: VideoSourceResource
-) -> bool:
-    """Whether the video metadata table exists (a fresh database may have none yet)."""
-    name = video_source.metadata_identifier.as_string(connection)
-    return connection.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None
-
-
-def read_aids_from(
-    connection: psycopg.Connection, video_source: VideoSourceResource, first_aid: int
-) -> list[int]:
-    """Every aid at or above `first_aid`, ascending (an index range scan on the unique aid)."""
-    query = sql.SQL("SELECT aid FROM {} WHERE aid >= %s ORDER BY aid").format(
-        video_source.metadata_identifier
-    )
-    return [row[0] for row in connection.execute(query, (first_aid,))]
-
-
-def video_counts(
-    connection: psycopg.Connection, video_source: VideoSourceResource, ranges: Sequence[AidRange]
-) -> dict[str, int]:
-    """Videos per range key (a correlated count per range: an index range scan each)."""
-    query = sql.SQL(
-        "SELECT r.key, (SELECT count(*) FROM {} v WHERE v.aid BETWEEN r.first_aid AND r.last_aid)"
-        " FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS r(key, first_aid, last_aid)"
-    ).format(video_source.metadata_identifier)
-    params = ([r.key for r in ranges], [r.first for r in ranges], [r.last for r in ranges])
-    return {key: int(count) for key, count in connection.execute(query, params)}
-
-
 @dataclass(frozen=True)
 class PlannedRange:
     """A range to register and how many videos it holds now."""
@@ -119,7 +86,7 @@ def plan_registration(
 ) -> list[PlannedRange]:
     """New ranges for the aids above the last registered range; only the last may be partial."""
     next_first = registered[-1].last + 1 if registered else 0
-    aids = read_aids_from(connection, video_source, next_first)
+    aids = video_source.tables.read_aids_from(connection, next_first)
     planned = plan_new_ranges([r.key for r in registered], aids, max_videos_per_range)
     counts = [max_videos_per_range] * len(planned)
     if planned:
@@ -182,7 +149,7 @@ def range_source_fingerprints(
     """
     fingerprints: dict[str, str] = {}
     for aid_range in ranges:
-        fingerprints.update(source_fingerprints(connection, video_source, [aid_range]))
+        fingerprints.update(source_fingerprints(connection, video_source.tables, [aid_range]))
     return fingerprints
 
 

@@ -32,12 +32,14 @@ from psycopg import sql
 
 from training_pipeline.core.aid_ranges import AidRange
 from training_pipeline.core.models_config import EmbeddingModelConfig
-from training_pipeline.defs.assets.labelled_dataset import (
+from training_pipeline.defs.keys import (
+    PREPROCESSED_TEXT_TABLE,
+    labelled_dataset_checks_name,
     labelled_dataset_key,
     labelled_dataset_table,
 )
-from training_pipeline.storage.connection import PostgresResource
-from training_pipeline.storage.sources import VideoSourceResource
+from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
+from training_pipeline.storage.sources import SourceTables
 
 DEFAULT_MAX_INCONSISTENT_SHARE = 0.2
 SAMPLE = 10
@@ -59,7 +61,7 @@ class CheckTarget:
     model_name: str
     dimensions: int
     keys: Sequence[str]
-    video_source: VideoSourceResource
+    source_tables: SourceTables
 
     @property
     def table(self) -> sql.Identifier:
@@ -67,7 +69,7 @@ class CheckTarget:
 
     @property
     def preprocessed(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, "preprocessed_text")
+        return sql.Identifier(self.schema, PREPROCESSED_TEXT_TABLE)
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ def every_labelled_video_has_a_row(target: CheckTarget) -> RuleOutcome:
             ORDER BY v.aid
             """
         ).format(
-            labels=target.video_source.labels_identifier,
+            labels=target.source_tables.labels_identifier,
             texts=target.preprocessed,
             table=target.table,
         )
@@ -264,9 +266,7 @@ def build_labelled_dataset_checks(
         for rule in RULES
     ]
 
-    @multi_asset_check(
-        specs=specs, name=f"check_{labelled_dataset_table(model_name)}", can_subset=True
-    )
+    @multi_asset_check(specs=specs, name=labelled_dataset_checks_name(model_name), can_subset=True)
     def check_labelled_rows(
         context: AssetCheckExecutionContext,
         postgres: PostgresResource,
@@ -275,7 +275,7 @@ def build_labelled_dataset_checks(
         with postgres.connect() as connection:
             keys = checked_ranges(context, connection, postgres.schema, model_name)
             target = CheckTarget(
-                connection, postgres.schema, model_name, model.dimensions, keys, video_source
+                connection, postgres.schema, model_name, model.dimensions, keys, video_source.tables
             )
             for rule in RULES:
                 if AssetCheckKey(asset_key, rule.__name__) not in context.selected_asset_check_keys:

@@ -14,9 +14,11 @@ import pytest
 from dagster import AssetKey, materialize
 
 from training_pipeline.cli import main
-from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
-from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
-from training_pipeline.defs.assets.snapshot import dataset_snapshot_key
+from training_pipeline.defs.keys import (
+    dataset_snapshot_key,
+    embedding_cache_key,
+    labelled_dataset_key,
+)
 from training_pipeline_tests.support.models_toml import LOCAL_MODEL_TOML, openai_model_toml
 from training_pipeline_tests.support.sample_rows import RANGE_KEYS
 

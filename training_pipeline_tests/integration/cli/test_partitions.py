@@ -9,9 +9,10 @@ import pytest
 from dagster import DagsterInstance
 
 from training_pipeline.cli import main
-from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME, parse_ranges
+from training_pipeline.core.aid_ranges import parse_ranges
 from training_pipeline.definitions import build_definitions
 from training_pipeline.defs.automation.partition_sync import MAX_VIDEOS_PER_RANGE_ENV
+from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME
 from training_pipeline_tests.support.automation_helpers import (
     add_video,
     execute,

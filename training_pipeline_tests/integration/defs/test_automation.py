@@ -10,23 +10,26 @@ import psycopg
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, RunRequest
 
-from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME, AidRange, parse_ranges
+from training_pipeline.core.aid_ranges import AidRange, parse_ranges
 from training_pipeline.core.text import format_text_v1
-from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
-from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
-from training_pipeline.defs.assets.sources import VIDEO_METADATA_KEY
 from training_pipeline.defs.automation.automation import (
-    AID_RANGES_SENSOR_NAME,
-    LABELS_JOB_NAME,
-    NEW_LABELS_SENSOR_NAME,
     PARTIAL_RANGE_DELAY_ENV,
     REFRESH_CRON_ENV,
-    REFRESH_SCHEDULE_NAME,
     REFRESH_TIMEZONE_ENV,
 )
 from training_pipeline.defs.automation.partition_sync import MAX_VIDEOS_PER_RANGE_ENV
+from training_pipeline.defs.keys import (
+    AID_RANGES_PARTITIONS_NAME,
+    AID_RANGES_SENSOR_NAME,
+    LABELS_JOB_NAME,
+    NEW_LABELS_SENSOR_NAME,
+    REFRESH_SCHEDULE_NAME,
+    VIDEO_METADATA_KEY,
+    embedding_cache_key,
+    labelled_dataset_key,
+)
 from training_pipeline.storage.fingerprints import label_fingerprints
-from training_pipeline.storage.sources import VideoSourceResource
+from training_pipeline.storage.sources import SourceTables
 from training_pipeline_tests.support.automation_helpers import (
     add_label,
     add_video,
@@ -309,7 +312,7 @@ def test_label_sensor_rebuilds_only_the_labelled_dataset_without_embedding_calls
     add_label(database_url, 8, True, "erin")
     with psycopg.connect(database_url) as connection:
         fingerprint = label_fingerprints(
-            connection, VideoSourceResource(), [AidRange.from_key(RANGE_KEYS[0])]
+            connection, SourceTables(), [AidRange.from_key(RANGE_KEYS[0])]
         )[RANGE_KEYS[0]]
     (request,) = sensor_tick(defs, instance, NEW_LABELS_SENSOR_NAME).run_requests
     assert request.job_name == LABELS_JOB_NAME

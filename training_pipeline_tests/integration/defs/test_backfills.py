@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterInstance
-from dagster._core.execution.backfill import BulkActionStatus
 
-from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME, AidRange
+from training_pipeline.core.aid_ranges import AidRange
+from training_pipeline.defs.dagster_compat import BulkActionStatus
+from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME
 from training_pipeline.settings import project_root
 from training_pipeline_tests.support.embedding_server import running_embedding_server
 from training_pipeline_tests.support.sample_rows import insert_source_rows

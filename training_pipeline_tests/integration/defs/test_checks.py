@@ -5,8 +5,7 @@ import pytest
 from dagster import AssetCheckSeverity, AssetSelection, define_asset_job, materialize
 
 from training_pipeline.definitions import build_definitions
-from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
-from training_pipeline.defs.assets.snapshot import dataset_snapshot_key
+from training_pipeline.defs.keys import dataset_snapshot_key, labelled_dataset_key
 from training_pipeline.defs.resources import DatasetStoreResource
 from training_pipeline_tests.integration.defs.test_pipeline import LOCAL, run_range
 from training_pipeline_tests.support.sample_rows import RANGE_KEYS

@@ -20,14 +20,15 @@ import pytest
 from dagster import AssetKey, materialize
 
 from training_pipeline.cli import main
-from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
 from training_pipeline.core.dataset_contract import OLD_SIDECAR_KEYS, OLD_STATS_KEYS
 from training_pipeline.definitions import build_definitions
-from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
-from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
-from training_pipeline.defs.assets.snapshot import dataset_snapshot_key
-from training_pipeline.defs.resources import DatasetStoreResource
-from training_pipeline.storage.sources import VideoSourceResource
+from training_pipeline.defs.keys import (
+    AID_RANGES_PARTITIONS_NAME,
+    dataset_snapshot_key,
+    embedding_cache_key,
+    labelled_dataset_key,
+)
+from training_pipeline.defs.resources import DatasetStoreResource, VideoSourceResource
 from training_pipeline_tests.support import trainer_loader
 from training_pipeline_tests.support.sample_rows import (
     BIG,

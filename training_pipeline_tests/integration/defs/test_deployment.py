@@ -11,7 +11,8 @@ import psycopg
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
-from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME, AidRange
+from training_pipeline.core.aid_ranges import AidRange
+from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME
 from training_pipeline.settings import project_root
 from training_pipeline_tests.support.databases import create_database
 from training_pipeline_tests.support.embedding_server import running_embedding_server

@@ -13,11 +13,12 @@ import pytest
 from dagster import AssetExecutionContext, Config, MaterializeResult, asset, materialize
 from psycopg import sql
 
-from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME, aid_ranges_partitions
 from training_pipeline.defs.io_manager import PostgresPandasIOManager
+from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME
+from training_pipeline.defs.partitions import aid_ranges_partitions
+from training_pipeline.defs.resources import PostgresResource
 from training_pipeline.defs.table_schemas import column, partition_column, table_metadata
-from training_pipeline.defs.type_handler import read_table
-from training_pipeline.storage.connection import PostgresResource
+from training_pipeline.storage.table_io import read_table
 from training_pipeline.storage.vector_columns import vector_matrix
 
 KEYS = ["0-99", "100-199", "200-299"]
@@ -196,7 +197,7 @@ def test_loads_one_partition_a_range_and_all(database_url, instance, partitions)
 KILLED_WRITER = """
 import sys
 from dagster import DagsterInstance, materialize
-from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
+from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME
 from training_pipeline_tests.integration.defs.test_io_manager import KEYS, resources, vector_rows
 
 with DagsterInstance.ephemeral() as instance:

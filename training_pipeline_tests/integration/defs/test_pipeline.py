@@ -12,9 +12,11 @@ import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from training_pipeline.core.text import format_text_v1, text_checksum
-from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
-from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
-from training_pipeline.defs.assets.snapshot import dataset_snapshot_key
+from training_pipeline.defs.keys import (
+    dataset_snapshot_key,
+    embedding_cache_key,
+    labelled_dataset_key,
+)
 from training_pipeline_tests.support.models_toml import LOCAL_MODEL_TOML, openai_model_toml
 from training_pipeline_tests.support.sample_rows import (
     DISTINCT_LABELLED_TEXTS,

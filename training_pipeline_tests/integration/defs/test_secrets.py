@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from dagster import DagsterInstance
 
-from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
-from training_pipeline.storage.sources import VideoSourceResource
+from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME
+from training_pipeline.defs.resources import VideoSourceResource
 from training_pipeline_tests.support.embedding_server import running_embedding_server
 from training_pipeline_tests.support.sample_rows import RANGE_KEYS, insert_source_rows
 
@@ -107,4 +107,4 @@ def test_key_and_password_appear_nowhere(secret_project, tmp_path):
 )
 def test_table_names_from_config_cannot_inject_sql(name):
     with pytest.raises(ValueError, match="invalid"):
-        _ = VideoSourceResource(metadata_table=name).metadata_identifier
+        _ = VideoSourceResource(metadata_table=name).tables.metadata_identifier

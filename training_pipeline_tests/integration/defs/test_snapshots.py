@@ -10,10 +10,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from dagster import AssetCheckResult, AssetKey, asset_check, materialize
 
-from training_pipeline.core.aid_ranges import aid_ranges_partitions
-from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
-from training_pipeline.defs.assets.labelled_dataset import labelled_dataset_key
-from training_pipeline.defs.assets.snapshot import dataset_snapshot_key
+from training_pipeline.defs.keys import (
+    dataset_snapshot_key,
+    embedding_cache_key,
+    labelled_dataset_key,
+)
+from training_pipeline.defs.partitions import aid_ranges_partitions
 from training_pipeline_tests.support.sample_rows import BIG, EXPECTED_LABELS, RANGE_KEYS
 from training_pipeline_tests.unit.core.test_splits import expected_split
 

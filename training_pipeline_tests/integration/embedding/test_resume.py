@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from training_pipeline.core.text import text_checksum
-from training_pipeline.defs.assets.embedding_cache import embedding_cache_key
+from training_pipeline.defs.keys import embedding_cache_key
 from training_pipeline_tests.support import embedding_fixtures
 from training_pipeline_tests.support.embedding_fixtures import (
     API_KEY,
@@ -40,7 +40,7 @@ KILLED_RUN = """
 import sys
 from dagster import DagsterInstance
 from training_pipeline.definitions import build_definitions
-from training_pipeline.core.aid_ranges import AID_RANGES_PARTITIONS_NAME
+from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME
 from training_pipeline_tests.support.embedding_fixtures import SEEDED_RANGE, materialize_cache
 
 defs = build_definitions(sys.argv[1])

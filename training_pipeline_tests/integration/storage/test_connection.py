@@ -14,7 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from training_pipeline.storage.connection import DatabaseError, PostgresResource, describe_url
+from training_pipeline.defs.resources import PostgresResource
+from training_pipeline.storage.connection import DatabaseError, describe_url
 
 
 def _debian_postgres_bin() -> Path | None:

@@ -1,5 +1,6 @@
-"""The one Definitions object: assets for every configured model, resources, IO manager,
-and the jobs, schedule and sensors that keep the datasets fresh."""
+"""The one Definitions object: wiring only. The shared assets, then for every model in the TOML
+its embedding cache, labelled dataset and snapshot (with their checks), the jobs, schedule and
+sensors that keep the datasets fresh, the resources and the IO manager."""
 
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ from training_pipeline.defs.assets.sources import (
     video_metadata_source,
 )
 from training_pipeline.defs.assets.text import preprocessed_text
-from training_pipeline.defs.automation.automation import build_automation
-from training_pipeline.defs.checks.rules import build_labelled_dataset_checks
+from training_pipeline.defs.automation.jobs import build_labels_job, build_refresh_job
+from training_pipeline.defs.automation.label_sensor import build_new_labels_sensor
+from training_pipeline.defs.automation.partition_sensor import aid_ranges_sensor
+from training_pipeline.defs.automation.refresh_schedule import build_refresh_schedule
+from training_pipeline.defs.checks.asset_checks import build_labelled_dataset_checks
 from training_pipeline.defs.io_manager import PostgresPandasIOManager
 from training_pipeline.defs.resources import (
     DatasetStoreResource,
@@ -27,29 +31,6 @@ from training_pipeline.defs.resources import (
     PostgresResource,
     VideoSourceResource,
 )
-
-
-def build_model_assets(models_config_path: Path) -> list:
-    """Embedding cache, labelled dataset and snapshot assets for each model in the TOML."""
-    models = load_models_config(models_config_path)
-    assets = []
-    for name, model in models.models.items():
-        assets += [
-            build_embedding_cache_asset(name, model),
-            build_labelled_dataset_asset(name, model),
-            build_snapshot_asset(name, model),
-        ]
-    return assets
-
-
-def build_model_checks(models_config_path: Path) -> list:
-    """The labelled dataset checks of each model in the TOML."""
-    models = load_models_config(models_config_path)
-    return [
-        check
-        for name, model in models.models.items()
-        for check in build_labelled_dataset_checks(name, model)
-    ]
 
 
 def build_definitions(
@@ -61,8 +42,14 @@ def build_definitions(
 ) -> Definitions:
     """Definitions for a models file; tests pass their own resources."""
     path = Path(models_config_path) if models_config_path else default_models_config_path()
+    models = load_models_config(path)
+    names = list(models.models)
     postgres = postgres or PostgresResource()
-    automation = build_automation(load_models_config(path))
+    # `refresh_<model>` per model, `refresh_labelled_datasets`; the schedule refreshes the default
+    # model's datasets, the label sensor those of every model that built a range.
+    refresh_jobs = {name: build_refresh_job(name) for name in names}
+    labels_job = build_labels_job(names)
+    default = models.default_model
     return Definitions(
         # The steps of a run form one chain (text -> cache -> dataset -> checks), so one process
         # per step would buy no parallelism and cost a Python start-up (about 5 s) per step.
@@ -72,12 +59,24 @@ def build_definitions(
             video_labels_source,
             raw_video_text,
             preprocessed_text,
-            *build_model_assets(path),
+            *(
+                build(name, model)
+                for name, model in models.models.items()
+                for build in (
+                    build_embedding_cache_asset,
+                    build_labelled_dataset_asset,
+                    build_snapshot_asset,
+                )
+            ),
         ],
-        asset_checks=build_model_checks(path),
-        jobs=[*jobs, *automation.jobs],
-        schedules=automation.schedules,
-        sensors=automation.sensors,
+        asset_checks=[
+            check
+            for name, model in models.models.items()
+            for check in build_labelled_dataset_checks(name, model)
+        ],
+        jobs=[*jobs, *refresh_jobs.values(), labels_job],
+        schedules=[build_refresh_schedule(refresh_jobs[default], default)],
+        sensors=[aid_ranges_sensor, build_new_labels_sensor(labels_job, names)],
         resources={
             "postgres": postgres,
             "io_manager": PostgresPandasIOManager(postgres=postgres),

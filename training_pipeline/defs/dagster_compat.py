@@ -5,9 +5,7 @@ the only module to fix. Nothing else in the project (tests included) imports `da
 """
 
 # What `define_asset_job` returns: only for type annotations of the job builders.
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 # The snapshot asks the event log for the latest check evaluation *per aid range*; the filter
 # type of `get_latest_asset_check_execution_by_key` is not exported publicly.

@@ -12,8 +12,9 @@ from typing import Any
 
 from dagster import TableColumn, TableColumnConstraints, TableSchema
 
+from training_pipeline.storage.table_io import PARTITION_COLUMN
+
 COLUMN_SCHEMA_KEY = "dagster/column_schema"
-PARTITION_COLUMN = "aid_range"
 
 
 def column(name: str, pg_type: str, description: str, *, nullable: bool = True) -> TableColumn:

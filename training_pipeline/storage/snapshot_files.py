@@ -12,13 +12,12 @@ embedding cache.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping, Set
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,14 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from training_pipeline.core.models_config import model_slug
 from training_pipeline.core.splits import SPLIT_NAMES
+from training_pipeline.storage.snapshot_table import (
+    COMPRESSION,
+    FILE_FORMAT,
+    file_sha256,
+    write_parquet,
+)
+from training_pipeline.storage.split_export import split_sidecar, write_split
 
-FILE_FORMAT = "parquet_v1"
-COMPRESSION = "zstd"
 _DATASET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
@@ -49,25 +51,6 @@ class DatasetExportError(RuntimeError):
     """An export that would overwrite files, or whose destination is unusable."""
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (two snapshots of the same rows have the same digest)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-ROW_GROUP_ROWS = 10_000
-"""Rows per Parquet row group: a reader that goes group by group (as `export --split` does)
-holds about 40 MB of 1024-d vectors at a time."""
-
-
-def write_parquet(table: pa.Table, path: Path) -> None:
-    """The trainer's `parquet_v1` file: zstd, no time or random value (same rows, same bytes)."""
-    pq.write_table(table, path, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
-
-
 def write_sidecar(path: Path, sidecar: Mapping[str, Any]) -> None:
     """Write a sidecar atomically (a reader never sees half a file)."""
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -78,25 +61,6 @@ def write_sidecar(path: Path, sidecar: Mapping[str, Any]) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-
-
-def dataset_stats(rows: Any, new_checksums: Set[str], model_name: str) -> dict[str, Any]:
-    """The sidecar's `stats` of some dataset rows (a frame with `text_checksum`, `inconsistent`).
-
-    `new_embeddings` and `reused_embeddings` count distinct texts (one cached vector each, which
-    several re-uploaded videos may share), not rows: those whose vector was cached since the
-    model's previous snapshot (`new_checksums`) and the others. They sum to `distinct_texts`.
-    """
-    distinct = set(rows["text_checksum"])
-    new = len(distinct & new_checksums)
-    return {
-        "total_records": len(rows),
-        "distinct_texts": len(distinct),
-        "new_embeddings": new,
-        "reused_embeddings": len(distinct) - new,
-        "inconsistent_labels": int(rows["inconsistent"].sum()),
-        "embedding_model": model_name,
-    }
 
 
 def validate_dataset_id(dataset_id: str) -> str:
@@ -325,77 +289,3 @@ def previous_snapshot_time(store: DatasetStore, model_name: str) -> str | None:
         if sidecar.get("stats", {}).get("embedding_model") == model_name
     ]
     return max(times) if times else None
-
-
-@dataclass(frozen=True)
-class SplitSubset:
-    """What a split's rows hold, counted while they were copied."""
-
-    rows: int
-    rows_per_range: dict[str, int]
-    inconsistent: int
-    distinct_texts: int
-
-
-def write_split(source: Path, destination: Path, split: str) -> SplitSubset:
-    """Copy the rows of one split of a snapshot file, row group by row group (bounded memory),
-    with the same schema and compression; returns what the copy holds."""
-    parquet = pq.ParquetFile(source)
-    rows = inconsistent = 0
-    per_range: dict[str, int] = {}
-    checksums: set[str] = set()
-    with pq.ParquetWriter(destination, parquet.schema_arrow, compression=COMPRESSION) as writer:
-        for group in range(parquet.num_row_groups):
-            batch = parquet.read_row_group(group)
-            selected = batch.filter(pc.equal(batch["split"], split))
-            if selected.num_rows == 0:
-                continue
-            writer.write_table(selected)
-            rows += selected.num_rows
-            inconsistent += int(pc.sum(selected["inconsistent"]).as_py() or 0)
-            checksums.update(selected["text_checksum"].to_pylist())
-            for key, count in zip(*pc.value_counts(selected["aid_range"]).flatten(), strict=True):
-                per_range[key.as_py()] = per_range.get(key.as_py(), 0) + count.as_py()
-        if rows == 0:  # an empty split still gets a readable file with every column
-            writer.write_table(parquet.schema_arrow.empty_table())
-    return SplitSubset(rows, per_range, inconsistent, len(checksums))
-
-
-def split_sidecar(
-    parent: Mapping[str, Any], split: str, subset: SplitSubset, parquet: Path
-) -> dict[str, Any]:
-    """The sidecar of a one-split export: the parent's, with every count of the subset.
-
-    `stats` are the split's own, as the parent recorded them at build time (`split_stats`;
-    `new_embeddings` / `reused_embeddings` are null for snapshots made before it did), and
-    `partitions[<range>].rows` sum to `total_records`.
-    """
-    recorded = (parent.get("split_stats") or {}).get(split) or {}
-    stats = {
-        "total_records": subset.rows,
-        "distinct_texts": subset.distinct_texts,
-        "new_embeddings": recorded.get("new_embeddings"),
-        "reused_embeddings": recorded.get("reused_embeddings"),
-        "inconsistent_labels": subset.inconsistent,
-        "embedding_model": (parent.get("stats") or {}).get("embedding_model"),
-    }
-    partitions = {
-        key: {**entry, "rows": subset.rows_per_range.get(key, 0)}
-        for key, entry in (parent.get("partitions") or {}).items()
-    }
-    description = parent.get("description") or ""
-    return {
-        **parent,
-        "dataset_id": f"{parent['dataset_id']}.{split}",
-        "parent_dataset_id": parent["dataset_id"],
-        "split": split,
-        "description": f"{description} ({split} split)" if description else f"{split} split",
-        "exported_at": datetime.now(UTC).isoformat(),
-        "total_records": subset.rows,
-        "file_size_bytes": parquet.stat().st_size,
-        "file_sha256": file_sha256(parquet),
-        "stats": stats,
-        "split_rows": {name: subset.rows if name == split else 0 for name in SPLIT_NAMES},
-        "split_stats": {split: stats},
-        "partitions": partitions,
-    }

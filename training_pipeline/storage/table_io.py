@@ -20,6 +20,8 @@ from psycopg import sql
 
 from training_pipeline.storage.vector_columns import vector_matrix, vector_series
 
+PARTITION_COLUMN = "aid_range"
+"""The aid-range partition key column every partitioned table carries."""
 FETCH_CHUNK_ROWS = 2_000
 PANDAS_DTYPES = {
     "bigint": "int64",

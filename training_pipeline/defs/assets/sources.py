@@ -1,13 +1,7 @@
 """The upstream tables as external assets, and the raw video text of each aid range."""
 
 import pandas as pd
-from dagster import (
-    AssetExecutionContext,
-    AssetSpec,
-    BackfillPolicy,
-    MetadataValue,
-    asset,
-)
+from dagster import AssetExecutionContext, AssetSpec, BackfillPolicy, MetadataValue, asset
 
 from training_pipeline.core.aid_ranges import AidRange
 from training_pipeline.defs.keys import (

@@ -21,13 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import psycopg
-from dagster import (
-    AssetKey,
-    AssetRecordsFilter,
-    DagsterEventType,
-    DagsterInstance,
-    EventLogRecord,
-)
+from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, EventLogRecord
 
 from training_pipeline.core.aid_ranges import (
     DEFAULT_MAX_VIDEOS_PER_RANGE,

@@ -1,4 +1,4 @@
-"""Data quality checks of the labelled datasets: what a trainer must be able to rely on.
+"""The data quality rules of the labelled datasets: what a trainer must be able to rely on.
 
 Each rule is one SQL query over the stored rows of some aid ranges, so it checks what was
 written, not what the step meant to write. The rules run twice:
@@ -14,31 +14,16 @@ under a bound (default 0.2, `TRAINING_PIPELINE_MAX_INCONSISTENT_SHARE`).
 """
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from dagster import (
-    AssetCheckExecutionContext,
-    AssetCheckKey,
-    AssetCheckResult,
-    AssetChecksDefinition,
-    AssetCheckSeverity,
-    AssetCheckSpec,
-    multi_asset_check,
-)
+from dagster import AssetCheckSeverity, Failure
 from psycopg import sql
 
 from training_pipeline.core.aid_ranges import AidRange
-from training_pipeline.core.models_config import EmbeddingModelConfig
-from training_pipeline.defs.keys import (
-    PREPROCESSED_TEXT_TABLE,
-    labelled_dataset_checks_name,
-    labelled_dataset_key,
-    labelled_dataset_table,
-)
-from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
+from training_pipeline.defs.keys import PREPROCESSED_TEXT_TABLE, labelled_dataset_table
 from training_pipeline.storage.sources import SourceTables
 
 DEFAULT_MAX_INCONSISTENT_SHARE = 0.2
@@ -250,65 +235,30 @@ def failed_errors(outcomes: Sequence[RuleOutcome]) -> list[RuleOutcome]:
     return [o for o in outcomes if not o.passed and o.severity == AssetCheckSeverity.ERROR]
 
 
-def build_labelled_dataset_checks(
-    model_name: str, model: EmbeddingModelConfig
-) -> list[AssetChecksDefinition]:
-    """Every rule as an asset check of the model's labelled dataset, in one step (one query
-    connection, one process under the multiprocess executor); error rules are blocking."""
-    asset_key = labelled_dataset_key(model_name)
-    specs = [
-        AssetCheckSpec(
-            name=rule.__name__,
-            asset=asset_key,
-            description=(rule.__doc__ or rule.__name__).strip().split("\n")[0],
-            blocking=rule is not inconsistent_share_within_bound,
+def quality_gate(target: CheckTarget) -> list[RuleOutcome]:
+    """The snapshot's gate: every rule over the ranges it is about to freeze. Raises a Failure
+    naming each failed error-level rule and its aid ranges; returns the outcomes otherwise."""
+    gate = evaluate_rules(target)
+    blocking = failed_errors(gate)
+    if blocking:
+        raise Failure(
+            description="snapshot blocked by failed checks: "
+            + "; ".join(
+                f"{o.name}: {o.description} (aid ranges {sorted(o.failing)})" for o in blocking
+            ),
+            metadata={o.name: o.metadata.get("sample_aids", []) for o in blocking},
         )
-        for rule in RULES
-    ]
-
-    @multi_asset_check(specs=specs, name=labelled_dataset_checks_name(model_name), can_subset=True)
-    def check_labelled_rows(
-        context: AssetCheckExecutionContext,
-        postgres: PostgresResource,
-        video_source: VideoSourceResource,
-    ) -> Iterator[AssetCheckResult]:
-        with postgres.connect() as connection:
-            keys = checked_ranges(context, connection, postgres.schema, model_name)
-            target = CheckTarget(
-                connection, postgres.schema, model_name, model.dimensions, keys, video_source.tables
-            )
-            for rule in RULES:
-                if AssetCheckKey(asset_key, rule.__name__) not in context.selected_asset_check_keys:
-                    continue
-                outcome = rule(target)
-                yield AssetCheckResult(
-                    asset_key=asset_key,
-                    check_name=outcome.name,
-                    passed=outcome.passed,
-                    severity=outcome.severity,
-                    description=outcome.description,
-                    # Which ranges this verdict covers, and which of them fail it: a run may
-                    # check several ranges, and the snapshot's sidecar reports each range's own.
-                    metadata={
-                        **outcome.metadata,
-                        "aid_ranges": keys,
-                        "failing_aid_ranges": outcome.failing,
-                    },
-                )
-
-    return [check_labelled_rows]
+    return gate
 
 
-def checked_ranges(
-    context: AssetCheckExecutionContext,
-    connection: psycopg.Connection,
-    schema: str,
-    model_name: str,
-) -> list[str]:
-    """The run's aid ranges; every stored range when the checks run on their own, unpartitioned
-    (e.g. *Execute* on a check in the UI)."""
-    if context.has_partition_key or context.has_partition_key_range:
-        return list(context.partition_keys)
-    table = sql.Identifier(schema, labelled_dataset_table(model_name))
-    query = sql.SQL("SELECT DISTINCT aid_range FROM {} ORDER BY 1").format(table)
-    return [row[0] for row in connection.execute(query).fetchall()]
+def gate_summary(gate: Sequence[RuleOutcome]) -> dict[str, dict[str, Any]]:
+    """The gate's verdicts as the sidecar's `quality_gate`: per rule, its failing aid ranges."""
+    return {
+        outcome.name: {
+            "passed": outcome.passed,
+            "severity": outcome.severity.value,
+            "description": outcome.description,
+            "failing_aid_ranges": outcome.failing,
+        }
+        for outcome in gate
+    }

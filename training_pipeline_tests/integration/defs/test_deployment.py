@@ -166,7 +166,8 @@ def test_embedded_database_accepts_local_socket_connections_only(pg_server):
 
 
 def test_dev_server_binds_loopback_by_default():
-    from training_pipeline.cli import build_parser, dev_argv
+    from training_pipeline.cli import build_parser
+    from training_pipeline.cli.dev import dev_argv
 
     args = build_parser().parse_args(["dev"])
     argv = dev_argv(args.host, args.port)

@@ -1,0 +1,56 @@
+"""What the commands share: the project-local Dagster instance, the code location's resources,
+and plain-text tables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from training_pipeline.settings import project_root
+
+DEV_INSTANCE_YAML = """\
+# Project-local Dagster instance for `make demo` and `make dev` (SQLite storage).
+# Production settings live in deploy/dagster.yaml.
+telemetry:
+  enabled: false
+"""
+
+
+def ensure_dagster_home() -> Path:
+    """Use `$DAGSTER_HOME`, else the project-local `.dagster_home/`, with a dagster.yaml."""
+    home = Path(os.environ.get("DAGSTER_HOME") or project_root() / ".dagster_home")
+    home.mkdir(parents=True, exist_ok=True)
+    instance_yaml = home / "dagster.yaml"
+    if not instance_yaml.exists():
+        instance_yaml.write_text(DEV_INSTANCE_YAML, encoding="utf-8")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def database_resources():
+    """The code location's `postgres` and `video_source` resources (its resource config
+    included): commands read the aid ranges the way the runs do."""
+    from training_pipeline.definitions import build_definitions
+
+    resources = build_definitions().resources
+    return resources["postgres"], resources["video_source"]
+
+
+def format_table(rows: list[list[str]]) -> str:
+    """Rows as left-aligned columns; the first row is the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # not reached

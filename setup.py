@@ -20,6 +20,8 @@ setup(
         "pyarrow>=15",
         "openai>=1.40",
         "pydantic>=2.6",
+        # Every TRAINING_PIPELINE_* variable is a field of one settings class (settings.py).
+        "pydantic-settings>=2.14",
         "psycopg[binary]>=3.1.18",
         "pgvector>=0.2.5",
         # Embedded PostgreSQL 16 with pgvector: the default database for the demo and the tests.

@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _exit_code(error: Exception) -> int | None:
     """Exit code of an error the user can fix (its message says how), None for a bug."""
     from training_pipeline.core.models_config import ModelsConfigError
+    from training_pipeline.settings import SettingsError
     from training_pipeline.storage.snapshot_files import (
         DatasetExportError,
         DatasetIdError,
@@ -35,6 +36,7 @@ def _exit_code(error: Exception) -> int | None:
     codes: list[tuple[type[Exception], int]] = [
         (DatasetIdError, 2),
         (ModelsConfigError, 2),
+        (SettingsError, 2),
         (DatasetNotFoundError, 1),
         (DatasetExportError, 1),
         (demo.DemoNotFoundError, 2),

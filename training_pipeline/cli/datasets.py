@@ -13,10 +13,12 @@ from training_pipeline.cli.common import format_table, human_size
 
 
 def _dataset_store(args: argparse.Namespace):
-    from training_pipeline.settings import datasets_dir
+    from training_pipeline.settings import load_settings
     from training_pipeline.storage.snapshot_files import DatasetStore
 
-    return DatasetStore(Path(args.datasets_dir) if args.datasets_dir else datasets_dir())
+    return DatasetStore(
+        Path(args.datasets_dir) if args.datasets_dir else load_settings().datasets_dir
+    )
 
 
 def command_datasets_list(args: argparse.Namespace) -> int:

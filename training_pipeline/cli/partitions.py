@@ -13,10 +13,8 @@ def command_partitions_sync(args: argparse.Namespace) -> int:
     """Register ranges for new aids now (no waiting for a partial range); report stale ones."""
     from dagster import DagsterInstance
 
-    from training_pipeline.defs.automation.partition_sync import (
-        max_videos_per_range_from_env,
-        sync_partitions,
-    )
+    from training_pipeline.defs.automation.partition_sync import sync_partitions
+    from training_pipeline.settings import load_settings
 
     if args.max_videos_per_range is not None:
         if args.max_videos_per_range < 1:
@@ -24,11 +22,7 @@ def command_partitions_sync(args: argparse.Namespace) -> int:
             return 2
         max_videos = args.max_videos_per_range
     else:
-        try:
-            max_videos = max_videos_per_range_from_env()
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        max_videos = load_settings().max_videos_per_range  # a bad value: exit 2, naming it
     ensure_dagster_home()
     postgres, video_source = database_resources()
     with DagsterInstance.get() as instance:

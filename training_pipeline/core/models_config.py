@@ -8,7 +8,6 @@ dimension would otherwise surface hours later as a throttled run or a cache full
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from functools import cache
@@ -17,9 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from training_pipeline.settings import project_root
+from training_pipeline.settings import load_settings
 
-MODELS_CONFIG_ENV_VAR = "TRAINING_PIPELINE_MODELS_TOML"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -141,7 +139,7 @@ def model_slug(name: str) -> str:
 
 def default_models_config_path() -> Path:
     """`$TRAINING_PIPELINE_MODELS_TOML`, else `embedding_models.toml` at the project root."""
-    return Path(os.environ.get(MODELS_CONFIG_ENV_VAR) or project_root() / "embedding_models.toml")
+    return load_settings().models_toml
 
 
 def _describe_error(path: Path, error: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from training_pipeline.core.models_config import (
     load_models_config,
 )
 from training_pipeline.embedding.clients import EmbeddingClient, build_client
-from training_pipeline.settings import datasets_dir
+from training_pipeline.settings import load_settings
 from training_pipeline.storage.connection import (
     DEFAULT_SCHEMA,
     DEFAULT_URL_ENV_VAR,
@@ -127,4 +127,4 @@ class DatasetStoreResource(ConfigurableResource):
     base_dir: str | None = Field(default=None, description="Snapshot folder")
 
     def store(self) -> DatasetStore:
-        return DatasetStore(Path(self.base_dir) if self.base_dir else datasets_dir())
+        return DatasetStore(Path(self.base_dir) if self.base_dir else load_settings().datasets_dir)

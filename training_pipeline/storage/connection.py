@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from training_pipeline.settings import embedded_pgdata_dir
+from training_pipeline.settings import load_settings
 from training_pipeline.storage.vector_codecs import register_numpy_vectors, vector_type_oids
 
 DEFAULT_URL_ENV_VAR = "DATABASE_URL"
@@ -56,7 +56,7 @@ def embedded_database_url() -> str:
     It listens on a Unix socket only, so it accepts local connections only. The server stops
     when the last process that uses it exits.
     """
-    data_dir = embedded_pgdata_dir()
+    data_dir = load_settings().pgdata
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     with _embedded_lock:
         return _embedded_server_url(str(data_dir))

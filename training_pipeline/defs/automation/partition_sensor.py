@@ -3,7 +3,6 @@ for new aids above the last range and reports ranges gone *stale* (see `partitio
 observation of `sources/bilibili_metadata`."""
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -18,7 +17,6 @@ from dagster import (
 
 from training_pipeline.defs.automation.partition_sync import (
     PlannedRange,
-    max_videos_per_range_from_env,
     plan_registration,
     registered_ranges,
     source_states,
@@ -27,24 +25,9 @@ from training_pipeline.defs.automation.shared import range_order
 from training_pipeline.defs.keys import AID_RANGES_SENSOR_NAME, VIDEO_METADATA_KEY
 from training_pipeline.defs.partitions import aid_ranges_partitions
 from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
+from training_pipeline.settings import load_settings
 
 AID_RANGES_SENSOR_INTERVAL_SECONDS = 300
-PARTIAL_RANGE_DELAY_ENV = "TRAINING_PIPELINE_PARTIAL_RANGE_DELAY_MINUTES"
-DEFAULT_PARTIAL_RANGE_DELAY_MINUTES = 360
-
-
-def partial_range_delay_seconds() -> float:
-    """`$TRAINING_PIPELINE_PARTIAL_RANGE_DELAY_MINUTES` (default 360) in seconds."""
-    raw = os.environ.get(PARTIAL_RANGE_DELAY_ENV, "").strip()
-    if not raw:
-        return DEFAULT_PARTIAL_RANGE_DELAY_MINUTES * 60.0
-    try:
-        minutes = float(raw)
-    except ValueError:
-        minutes = -1.0
-    if not minutes >= 0:
-        raise ValueError(f"{PARTIAL_RANGE_DELAY_ENV}={raw!r}: expected minutes, 0 or more")
-    return minutes * 60.0
 
 
 @dataclass
@@ -80,8 +63,9 @@ def evaluate_aid_ranges(
     """One tick of `aid_ranges_sensor`."""
     now = time.time()
     cursor = RangesCursor.parse(context.cursor)
-    max_videos = max_videos_per_range_from_env()
-    delay = partial_range_delay_seconds()
+    settings = load_settings()
+    max_videos = settings.max_videos_per_range
+    delay = settings.partial_range_delay_minutes * 60.0
     registered = registered_ranges(context.instance)
     with postgres.connect(repeatable_read=True) as connection:
         if not video_source.tables.metadata_table_exists(connection):

@@ -16,7 +16,6 @@ functions; `sync_aid_ranges` is the demo's one-call registration.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -24,7 +23,6 @@ import psycopg
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, EventLogRecord
 
 from training_pipeline.core.aid_ranges import (
-    DEFAULT_MAX_VIDEOS_PER_RANGE,
     AidRange,
     parse_ranges,
     plan_new_ranges,
@@ -37,22 +35,7 @@ from training_pipeline.storage.fingerprints import (
     source_fingerprints,
 )
 
-MAX_VIDEOS_PER_RANGE_ENV = "TRAINING_PIPELINE_MAX_VIDEOS_PER_RANGE"
 _STORAGE_ID_CHUNK = 500
-
-
-def max_videos_per_range_from_env() -> int:
-    """`$TRAINING_PIPELINE_MAX_VIDEOS_PER_RANGE`, else the default (1,000)."""
-    raw = os.environ.get(MAX_VIDEOS_PER_RANGE_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_VIDEOS_PER_RANGE
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{MAX_VIDEOS_PER_RANGE_ENV}={raw!r}: expected a whole number, at least 1")
-    return value
 
 
 def registered_ranges(instance: DagsterInstance) -> list[AidRange]:

@@ -3,9 +3,7 @@ range whose source rows changed since its last materialization, that was never m
 whose dataset is behind its raw text (an earlier refresh that failed half-way). Its runs keep the
 tie policy the range's labelled dataset was last built with."""
 
-import os
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dagster import (
     DagsterEventType,
@@ -40,11 +38,7 @@ from training_pipeline.defs.keys import (
 )
 from training_pipeline.defs.partitions import aid_ranges_partitions
 from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
-
-REFRESH_CRON_ENV = "TRAINING_PIPELINE_REFRESH_CRON"
-DEFAULT_REFRESH_CRON = "0 3 * * *"
-REFRESH_TIMEZONE_ENV = "TRAINING_PIPELINE_REFRESH_TIMEZONE"
-DEFAULT_REFRESH_TIMEZONE = "UTC"
+from training_pipeline.settings import DEFAULT_REFRESH_CRON, SettingsError, env_var, load_settings
 
 
 @dataclass(frozen=True)
@@ -128,37 +122,23 @@ def evaluate_refresh(
     return requests
 
 
-def refresh_cron() -> str:
-    return os.environ.get(REFRESH_CRON_ENV, "").strip() or DEFAULT_REFRESH_CRON
-
-
-def refresh_timezone() -> str:
-    name = os.environ.get(REFRESH_TIMEZONE_ENV, "").strip() or DEFAULT_REFRESH_TIMEZONE
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"{REFRESH_TIMEZONE_ENV}={name!r} is not a time zone (e.g. UTC, Asia/Shanghai)"
-        ) from None
-    return name
-
-
 def build_refresh_schedule(
     job: UnresolvedAssetJobDefinition, model_name: str
 ) -> ScheduleDefinition:
-    cron = refresh_cron()
+    settings = load_settings()
+    cron = settings.refresh_cron
     try:
 
         @schedule(
             name=REFRESH_SCHEDULE_NAME,
             cron_schedule=cron,
-            execution_timezone=refresh_timezone(),
+            execution_timezone=settings.refresh_timezone,
             job=job,
             default_status=DefaultScheduleStatus.STOPPED,
             description=(
                 f"Runs {job.name} for every aid range whose source rows changed since its last "
                 f"materialization (or that was never built, or whose `{model_name}` dataset is "
-                f"behind its raw text). Cron: ${REFRESH_CRON_ENV} (default "
+                f"behind its raw text). Cron: ${env_var('refresh_cron')} (default "
                 f"'{DEFAULT_REFRESH_CRON}')."
             ),
         )
@@ -170,5 +150,8 @@ def build_refresh_schedule(
             return evaluate_refresh(context, postgres, video_source, model_name)
 
     except DagsterInvalidDefinitionError as error:
-        raise ValueError(f"{REFRESH_CRON_ENV}={cron!r} is not a valid cron schedule") from error
+        # The settings check the shape of the cron string; Dagster checks the rest (30 February).
+        raise SettingsError(
+            f"{env_var('refresh_cron')}={cron!r}: not a valid cron schedule ({error})"
+        ) from error
     return refresh_changed_ranges

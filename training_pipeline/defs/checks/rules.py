@@ -13,7 +13,6 @@ video with text has a row; no aid twice. Warning rule: the share of inconsistent
 under a bound (default 0.2, `TRAINING_PIPELINE_MAX_INCONSISTENT_SHARE`).
 """
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,17 +23,10 @@ from psycopg import sql
 
 from training_pipeline.core.aid_ranges import AidRange
 from training_pipeline.defs.keys import PREPROCESSED_TEXT_TABLE, labelled_dataset_table
+from training_pipeline.settings import load_settings
 from training_pipeline.storage.sources import SourceTables
 
-DEFAULT_MAX_INCONSISTENT_SHARE = 0.2
 SAMPLE = 10
-
-
-def max_inconsistent_share() -> float:
-    """The warning bound on the share of inconsistent labels."""
-    return float(
-        os.environ.get("TRAINING_PIPELINE_MAX_INCONSISTENT_SHARE", DEFAULT_MAX_INCONSISTENT_SHARE)
-    )
 
 
 @dataclass(frozen=True)
@@ -196,7 +188,7 @@ def no_duplicate_aids(target: CheckTarget) -> RuleOutcome:
 
 def inconsistent_share_within_bound(target: CheckTarget) -> RuleOutcome:
     """The share of rows with disagreeing annotators stays under the bound (warning)."""
-    bound = max_inconsistent_share()
+    bound = load_settings().max_inconsistent_share
     query = sql.SQL(
         "SELECT aid_range, count(*), count(*) FILTER (WHERE inconsistent) FROM {}"
         " WHERE aid_range = ANY(%s) GROUP BY aid_range"

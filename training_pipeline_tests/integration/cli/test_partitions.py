@@ -11,7 +11,6 @@ from dagster import DagsterInstance
 from training_pipeline.cli import main
 from training_pipeline.core.aid_ranges import parse_ranges
 from training_pipeline.definitions import build_definitions
-from training_pipeline.defs.automation.partition_sync import MAX_VIDEOS_PER_RANGE_ENV
 from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME
 from training_pipeline_tests.support.automation_helpers import (
     add_video,
@@ -86,7 +85,7 @@ def test_sync_registers_ranges_and_list_shows_them(source_data, dagster_home, ca
 def test_sync_uses_the_environment_default_and_reports_stale_ranges(
     source_data, database_url, dagster_home, models_toml, monkeypatch, capsys
 ):
-    monkeypatch.setenv(MAX_VIDEOS_PER_RANGE_ENV, "8")
+    monkeypatch.setenv("TRAINING_PIPELINE_MAX_VIDEOS_PER_RANGE", "8")
     assert main(["partitions", "sync"]) == 0
     assert registered() == ["0-8", "9-113000000000005"]
     capsys.readouterr()
@@ -117,9 +116,9 @@ def test_sync_uses_the_environment_default_and_reports_stale_ranges(
 def test_bad_range_sizes_are_usage_errors(dagster_home, monkeypatch, capsys):
     assert main(["partitions", "sync", "--max-videos-per-range", "0"]) == 2
     assert "--max-videos-per-range must be at least 1" in capsys.readouterr().err
-    monkeypatch.setenv(MAX_VIDEOS_PER_RANGE_ENV, "lots")
+    monkeypatch.setenv("TRAINING_PIPELINE_MAX_VIDEOS_PER_RANGE", "lots")
     assert main(["partitions", "sync"]) == 2
-    assert f"{MAX_VIDEOS_PER_RANGE_ENV}='lots'" in capsys.readouterr().err
+    assert "TRAINING_PIPELINE_MAX_VIDEOS_PER_RANGE='lots'" in capsys.readouterr().err
 
 
 def test_list_without_ranges_says_how_to_register_them(dagster_home, capsys):

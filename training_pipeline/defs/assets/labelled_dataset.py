@@ -25,12 +25,12 @@ from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import model_inputs
 from training_pipeline.defs.assets.sources import ranges_of
 from training_pipeline.defs.keys import (
-    DATASETS_GROUP,
     PREPROCESSED_TEXT_KEY,
     VIDEO_LABELS_KEY,
     embedding_cache_key,
     labelled_dataset_key,
     labelled_dataset_table,
+    model_group,
     model_slug,
 )
 from training_pipeline.defs.partitions import aid_ranges_partitions
@@ -115,7 +115,7 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
         partitions_def=aid_ranges_partitions,
         backfill_policy=BackfillPolicy.single_run(),
         metadata=table_metadata(labelled_dataset_table(model_name), LABELLED_DATASET_COLUMNS),
-        group_name=DATASETS_GROUP,
+        group_name=model_group(model_name),
         kinds={"postgres", "pgvector", "pandas"},
         tags={"model": model_slug(model_name)},
         # Version of the row format: 2 writes user_labels_json as the old writer's JSON array.

@@ -51,10 +51,10 @@ from training_pipeline.defs.checks.rules import CheckTarget, gate_summary, quali
 from training_pipeline.defs.keys import (
     AID_RANGES_PARTITIONS_NAME,
     CACHE_TABLE,
-    DATASETS_GROUP,
     dataset_snapshot_key,
     labelled_dataset_key,
     labelled_dataset_table,
+    model_group,
     model_slug,
 )
 from training_pipeline.defs.resources import (
@@ -135,7 +135,7 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
         key=dataset_snapshot_key(model_name),
         deps=[source_key],
         metadata={COLUMN_SCHEMA_KEY: PARQUET_SCHEMA},
-        group_name=DATASETS_GROUP,
+        group_name=model_group(model_name),
         kinds={"parquet"},
         tags={"model": model_slug(model_name)},
         description=(

@@ -184,9 +184,9 @@ def build_new_labels_sensor(
         default_status=DefaultSensorStatus.STOPPED,
         job=job,
         description=(
-            "Re-materializes labelled_dataset/<model> (nothing upstream) of every aid range whose "
+            "Re-materializes labelled_dataset__<model> (nothing upstream) of every aid range whose "
             "labels changed since that dataset was built, for every model that built it; adds "
-            "embedding_cache/<model> only where a newly labelled video has no cached vector."
+            "embedding_cache__<model> only where a newly labelled video has no cached vector."
         ),
     )
     def new_labels_sensor(

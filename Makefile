@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: install demo dev test lint format bench clean
+.PHONY: install demo dev stop test lint format bench clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/training-pipeline demo
 
+# The Dagster UI and daemon; Ctrl-C (or SIGTERM) stops them.
 dev: $(STAMP)
 	$(BIN)/training-pipeline dev
+
+# The embedded PostgreSQL keeps running after every command until this stops it.
+stop: $(STAMP)
+	$(BIN)/training-pipeline db stop
 
 # pytest exits with 5 when it collects no tests; that is a broken suite, not a pass.
 test: $(STAMP)
@@ -40,5 +45,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH)
 
+# Stops the embedded PostgreSQL first (if the venv exists): its data folder goes too.
 clean:
+	@if [ -x $(BIN)/training-pipeline ]; then $(BIN)/training-pipeline db stop; fi
 	rm -rf .dagster_home datasets .pgdata

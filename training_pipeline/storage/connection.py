@@ -3,13 +3,21 @@
 The URL is read from the environment at run time, never from run config, so a password in it
 cannot reach the run's config, logs or the UI. Every connection is checked for pgvector once per
 process and gets numpy adapters for `vector` columns.
+
+The embedded server (PostgreSQL 16 + pgvector from the `pgserver` package, data in `.pgdata/`)
+starts on first use and keeps running, for every later command, until `stop_embedded_server`
+(`training-pipeline db stop`, `make stop`) stops it.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
 import threading
 import warnings
 from functools import cache
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -46,20 +54,56 @@ def _embedded_server_url(data_dir: str) -> str:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
-        server = pgserver.get_server(data_dir)
+        # cleanup_mode=None: pgserver would otherwise stop the server when the last process that
+        # registered with it exits, and never once any of them died without running its atexit
+        # (a killed run, a code server): keeping it up until `db stop` is the predictable rule.
+        server = pgserver.get_server(data_dir, cleanup_mode=None)
     return server.get_uri()
 
 
 def embedded_database_url() -> str:
     """Start (or join) the embedded PostgreSQL 16 + pgvector server and return its URL.
 
-    It listens on a Unix socket only, so it accepts local connections only. The server stops
-    when the last process that uses it exits.
+    It listens on a Unix socket only, so it accepts local connections only. It keeps running
+    after this process exits, until `stop_embedded_server`.
     """
     data_dir = load_settings().pgdata
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     with _embedded_lock:
         return _embedded_server_url(str(data_dir))
+
+
+def stop_embedded_server(data_dir: Path, timeout_seconds: int = 60) -> bool:
+    """Stop the embedded server of `data_dir` (fast shutdown: open sessions are disconnected and
+    their transactions rolled back); False if it was not running."""
+    if not (data_dir / "PG_VERSION").exists():
+        return False  # never initialized (or removed)
+    pg_ctl = _pgserver_bin() / "pg_ctl"
+    # pgserver runs the server as the user `pgserver` when started by root; pg_ctl refuses root.
+    user = "pgserver" if os.geteuid() == 0 else None
+    status = subprocess.run(
+        [str(pg_ctl), "-D", str(data_dir), "status"], capture_output=True, text=True, user=user
+    )
+    if status.returncode != 0:  # 3: not running
+        return False
+    stop = subprocess.run(
+        [str(pg_ctl), "-D", str(data_dir), "stop", "-m", "fast", "-w", "-t", str(timeout_seconds)],
+        capture_output=True,
+        text=True,
+        user=user,
+    )
+    if stop.returncode != 0:
+        raise DatabaseError(
+            f"could not stop the embedded PostgreSQL of {data_dir}: {stop.stderr.strip()}"
+        )
+    return True
+
+
+def _pgserver_bin() -> Path:
+    """The PostgreSQL binaries bundled with pgserver (found without importing it)."""
+    spec = importlib.util.find_spec("pgserver")
+    assert spec is not None and spec.submodule_search_locations, "pgserver is not installed"
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
 _checked_urls: dict[str, tuple[int, int]] = {}

@@ -1,3 +1,4 @@
+# Over 300 lines: two thirds are word lists (singers, songs, topics) the generator draws from.
 """Deterministic sample rows for the two upstream tables the pipeline reads.
 
 Why this module exists:

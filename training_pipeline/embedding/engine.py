@@ -1,3 +1,4 @@
+# Over 300 lines: one concurrent loop (pacing, retries, resume) whose parts share its state.
 """Embeds a list of texts with one model: concurrent, rate-limited, validated, retried, resumable.
 
 How a run goes:

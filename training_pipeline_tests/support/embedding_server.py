@@ -1,3 +1,4 @@
+# Over 300 lines: one fault-injecting OpenAI-compatible server; its faults share the handler.
 """An OpenAI-compatible embeddings server on loopback that counts requests and injects faults.
 
 It answers `POST /v1/embeddings` either by forwarding to a real upstream server (e.g. a

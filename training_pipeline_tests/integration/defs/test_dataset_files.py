@@ -1,3 +1,4 @@
+# Over 300 lines: the dataset files end to end, on one shared build (the `built` fixture).
 """The dataset files, read the way their consumers read them.
 
 One run builds both aid ranges of hand-made source rows with NULL and empty fields, emoji, and

@@ -1,3 +1,4 @@
+# Over 300 lines: one short test per documented property of the sample data.
 """Tests for the deterministic demo sample data (training_pipeline_demo.sample_data).
 
 Each test pins one documented property with concrete numbers, so the demo keeps exercising the

@@ -50,10 +50,12 @@ _embedded_lock = threading.Lock()
 
 @cache
 def _embedded_server_url(data_dir: str) -> str:
-    import pgserver
-
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
+        # At import, pgserver asks platformdirs for a runtime dir, which warns on servers without
+        # a login session (no XDG_RUNTIME_DIR); the fallback it picks is fine.
+        warnings.simplefilter("ignore")
+        import pgserver
+
         # cleanup_mode=None: pgserver would otherwise stop the server when the last process that
         # registered with it exits, and never once any of them died without running its atexit
         # (a killed run, a code server): keeping it up until `db stop` is the predictable rule.

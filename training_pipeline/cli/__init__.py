@@ -41,7 +41,7 @@ def _exit_code(error: Exception) -> int | None:
         (DatasetExportError, 1),
         (demo.DemoNotFoundError, 2),
     ]
-    # Only loaded (and only raised) by commands that use the database; importing it costs Dagster.
+    # Only loaded (and only raised) by commands that use the database; it imports psycopg and numpy.
     database = sys.modules.get("training_pipeline.storage.connection")
     if database is not None:
         codes.append((database.DatabaseError, 2))

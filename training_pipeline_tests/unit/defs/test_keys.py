@@ -7,6 +7,7 @@ from training_pipeline.definitions import build_definitions
 from training_pipeline.defs.keys import (
     dataset_snapshot_key,
     embedding_cache_key,
+    evaluation_key,
     labelled_dataset_key,
     range_asset_keys,
     refresh_job_name,
@@ -27,7 +28,7 @@ def test_every_label_is_unique_and_names_step_and_model(tmp_path):
     keys = list(graph.get_all_asset_keys())
     labels = [key.path[-1] for key in keys]
     assert len(labels) == len(set(labels)), sorted(labels)
-    steps = ("embedding_cache", "labelled_dataset", "dataset_snapshot")
+    steps = ("embedding_cache", "labelled_dataset", "dataset_snapshot", "evaluation")
     per_model = [f"{step}__{slug}" for slug in MODELS.values() for step in steps]
     shared = ["bilibili_metadata", "video_type_label", "raw_video_text", "preprocessed_text"]
     assert sorted(labels) == sorted(shared + per_model)
@@ -37,6 +38,7 @@ def test_every_label_is_unique_and_names_step_and_model(tmp_path):
             embedding_cache_key(name),
             labelled_dataset_key(name),
             dataset_snapshot_key(name),
+            evaluation_key(name),
         ):
             assert len(key.path) == 1 and key.path[-1].endswith(f"__{slug}"), key
             assert groups[key.to_user_string()] == slug  # the model, visible as a group

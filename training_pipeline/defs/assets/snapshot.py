@@ -40,6 +40,7 @@ from training_pipeline.core.splits import (
     split_counts,
 )
 from training_pipeline.core.text import TEXT_FORMAT
+from training_pipeline.defs.assets.evaluation import snapshot_evaluation
 from training_pipeline.defs.assets.labelled_dataset import LABELLED_DATASET_COLUMNS
 from training_pipeline.defs.assets.snapshot_lineage import (
     latest_materialization_ids,
@@ -178,6 +179,9 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
             new_checksums = embedded_since(
                 connection, cache_table, model_name, model.dimensions, rows, since
             )
+            evaluation, evaluation_note = snapshot_evaluation(
+                connection, postgres.schema, model_name, rows, ratios
+            )
         if latest_materialization_ids(context.instance, source_key, keys) != storage_ids:
             raise Failure(
                 description=(
@@ -246,6 +250,8 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
                 for name in SPLIT_NAMES
             },
             "embeddings_new_since": since,
+            "evaluation": evaluation,  # of exactly these rows and splits, else None ...
+            "evaluation_note": evaluation_note,  # ... and why
         }
         table = to_arrow(rows, model.dimensions, splits)
         with store.prepare(table) as prepared:

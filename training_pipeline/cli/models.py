@@ -1,4 +1,6 @@
-"""`training-pipeline models`: the configured embedding models (no Dagster, no database)."""
+"""`training-pipeline models`: the configured embedding models (no Dagster, no database), and
+`models compare`: the models' evaluations side by side on their shared test rows (the database;
+Dagster only to read the code location's database resource)."""
 
 from __future__ import annotations
 
@@ -46,8 +48,32 @@ def public_endpoint(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def command_models_compare(args: argparse.Namespace) -> int:
+    """Every evaluated model's metrics on the test rows they share; exit 1 if none is evaluated."""
+    from training_pipeline.cli.models_compare import compare_models
+
+    return compare_models(args.compare_config or args.config, args.names)
+
+
 def register(commands: argparse._SubParsersAction) -> None:
-    """`models [--config FILE]`."""
+    """`models [--config FILE]`, `models compare [--config FILE] [MODEL ...]`."""
     models = commands.add_parser("models", help="list the configured embedding models")
     models.add_argument("--config", help="models TOML (default: embedding_models.toml)")
     models.set_defaults(handler=command_models)
+    actions = models.add_subparsers(dest="models_command", metavar="{compare}")
+    compare = actions.add_parser(
+        "compare",
+        help="the models' latest evaluations side by side, on the test rows they share",
+        description=(
+            "Prints the latest evaluation__<model> metrics of every evaluated model (or of the "
+            "named ones) recomputed on the test rows all of them share, with the baseline."
+        ),
+    )
+    compare.add_argument("names", nargs="*", metavar="MODEL", help="only these models")
+    compare.add_argument(
+        "--config",
+        dest="compare_config",
+        metavar="FILE",
+        help="models TOML (default: embedding_models.toml)",
+    )
+    compare.set_defaults(handler=command_models_compare)

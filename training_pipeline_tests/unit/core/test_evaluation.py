@@ -163,3 +163,18 @@ def test_embeddings_that_are_not_finite_are_refused():
     vectors[3, 1] = np.nan
     with pytest.raises(ValueError, match="not finite"):
         evaluate(vectors, aids, labels, np.zeros(len(aids), bool), splits)
+
+
+def test_the_chunked_standardiser_matches_scikit_learns_scaler():
+    from sklearn.preprocessing import StandardScaler
+
+    from training_pipeline.core.evaluation import Standardiser
+
+    rng = np.random.default_rng(10)
+    matrix = (rng.standard_normal((10_000, 6)) * [1, 2, 0.01, 5, 1, 3] + 4).astype(np.float32)
+    matrix[:, 4] = 7.0  # a constant dimension: centred, not scaled
+    expected = StandardScaler().fit_transform(matrix.astype(np.float64))
+    standardised = Standardiser(matrix).apply(matrix.copy())
+    assert standardised.dtype == np.float32
+    assert np.allclose(standardised, expected, atol=1e-4)
+    assert (standardised[:, 4] == 0).all()

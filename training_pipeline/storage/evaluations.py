@@ -46,7 +46,7 @@ class StoredEvaluation:
 
 
 @dataclass(frozen=True)
-class TestPredictions:
+class VariantPredictions:
     """One variant's test rows of one evaluation: aid, label, score (None: no probe)."""
 
     model: str
@@ -109,7 +109,7 @@ def replace_evaluation(
     connection: psycopg.Connection,
     schema: str,
     evaluation: StoredEvaluation,
-    predictions: Iterable[TestPredictions],
+    predictions: Iterable[VariantPredictions],
 ) -> int:
     """Replace the model's evaluation and predictions in one transaction; returns rows written."""
     runs, predictions_table = _tables(schema)

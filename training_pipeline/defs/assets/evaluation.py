@@ -60,7 +60,7 @@ from training_pipeline.defs.resources import PostgresResource
 from training_pipeline.defs.table_schemas import PARTITION_COLUMN
 from training_pipeline.storage.evaluations import (
     StoredEvaluation,
-    TestPredictions,
+    VariantPredictions,
     ensure_tables,
     evaluation_for_snapshot,
     replace_evaluation,
@@ -218,7 +218,7 @@ def build_evaluation_asset(model_name: str, model: EmbeddingModelConfig) -> Asse
             lineage=lineage,
         )
         predictions = [
-            TestPredictions(model_name, variant, r.test_aids, r.test_labels, r.test_scores)
+            VariantPredictions(model_name, variant, r.test_aids, r.test_labels, r.test_scores)
             for variant, r in results.items()
         ]
         with postgres.connect() as connection:

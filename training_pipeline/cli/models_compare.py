@@ -13,7 +13,12 @@ from pathlib import Path
 
 from training_pipeline.cli.common import format_table
 from training_pipeline.core.evaluation import VARIANTS
-from training_pipeline.core.evaluation_report import METRIC_TITLES, VARIANT_TITLES, format_number
+from training_pipeline.core.evaluation_report import (
+    METRIC_TITLES,
+    VARIANT_TITLES,
+    format_number,
+    undefined_by_reason,
+)
 from training_pipeline.core.model_comparison import Comparison, ModelTestRows, compare
 from training_pipeline.core.probe_metrics import METRIC_NAMES
 from training_pipeline.core.splits import SPLIT_NAMES
@@ -46,12 +51,9 @@ def comparison_table(comparison: Comparison) -> list[str]:
     lines = format_table(rows).splitlines()
     titles = [*models, *map(_baseline_title, comparison.baselines)]
     for title, metrics in zip(titles, columns, strict=True):
-        reasons: dict[str, list[str]] = {}
-        for name, reason in metrics.undefined.items():
-            reasons.setdefault(reason, []).append(METRIC_TITLES[name])
         lines += [
             f"  {title}: {', '.join(names)} not defined ({reason})"
-            for reason, names in reasons.items()
+            for reason, names in undefined_by_reason(metrics).items()
         ]
     return lines
 

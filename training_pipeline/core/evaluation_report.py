@@ -57,6 +57,14 @@ def _metric_cell(metrics: Metrics, name: str) -> str:
     return format_number(metrics.values[name])
 
 
+def undefined_by_reason(metrics: Metrics) -> dict[str, list[str]]:
+    """The titles of the undefined metrics, grouped by reason (one line per reason to show)."""
+    reasons: dict[str, list[str]] = {}
+    for name, reason in metrics.undefined.items():
+        reasons.setdefault(reason, []).append(METRIC_TITLES[name])
+    return reasons
+
+
 def markdown_table(results: Mapping[str, VariantResult], model_name: str) -> str:
     """Probe and baseline side by side for both variants, then what is not defined and why."""
     variants = list(results)
@@ -86,12 +94,9 @@ def markdown_table(results: Mapping[str, VariantResult], model_name: str) -> str
     for variant in variants:
         result = results[variant]
         for who, metrics in (("probe", result.probe), ("baseline", result.baseline)):
-            reasons: dict[str, list[str]] = {}
-            for name, reason in metrics.undefined.items():
-                reasons.setdefault(reason, []).append(METRIC_TITLES[name])
             notes += [
                 f"- {who}, {VARIANT_TITLES[variant]}: {', '.join(names)} not defined ({reason})"
-                for reason, names in reasons.items()
+                for reason, names in undefined_by_reason(metrics).items()
             ]
         if result.converged is False:
             notes.append(

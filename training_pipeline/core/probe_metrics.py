@@ -37,13 +37,8 @@ class Metrics:
         """The JSON form stored with an evaluation and written to sidecars."""
         return {**self.values, "undefined": dict(self.undefined)}
 
-    @classmethod
-    def from_dict(cls, stored: dict[str, object]) -> Metrics:
-        undefined = dict(stored.get("undefined") or {})  # type: ignore[call-overload]
-        return cls({name: stored.get(name) for name in METRIC_NAMES}, undefined)  # type: ignore[misc]
 
-
-def _class_names(labels: np.ndarray) -> str:
+def _only_class(labels: np.ndarray) -> str:
     return "positive" if labels.all() else "negative"
 
 
@@ -74,7 +69,7 @@ def metrics_from_scores(labels: np.ndarray, scores: np.ndarray) -> Metrics:
     else:
         values["f1"] = float(f1_score(labels, predicted, zero_division=0.0))
     if labels.all() or not labels.any():
-        reason = f"every test row is {_class_names(labels)}: a ranking needs both classes"
+        reason = f"every test row is {_only_class(labels)}: a ranking needs both classes"
         values["roc_auc"] = values["pr_auc"] = None
         undefined["roc_auc"] = undefined["pr_auc"] = reason
     else:

@@ -226,10 +226,10 @@ def build_evaluation_asset(model_name: str, model: EmbeddingModelConfig) -> Asse
             written = replace_evaluation(connection, postgres.schema, stored, predictions)
         _report_problems(context, results)
         numbers, undefined = metric_numbers(results)
-        test = results["all"].probe.values
+        defined = {k: v for k, v in results["all"].probe.values.items() if v is not None}
         context.log.info(
-            f"{model_name}: {len(rows)} labelled rows of {len(keys)} aid ranges; test "
-            + ", ".join(f"{name} {value:.3f}" for name, value in test.items() if value is not None)
+            f"{model_name}: {len(rows)} labelled rows of {len(keys)} aid ranges; test split: "
+            + (", ".join(f"{k} {v:.3f}" for k, v in defined.items()) or "no metric defined")
         )
         return MaterializeResult(
             metadata={

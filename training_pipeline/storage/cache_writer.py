@@ -33,8 +33,8 @@ class CacheUnavailable(RuntimeError):
         self.seconds = seconds
         self.budget_seconds = budget_seconds
         super().__init__(
-            f"database unavailable: {cause} ({tries} tries to store the batch over "
-            f"{seconds:.1f} s, reconnect budget {budget_seconds:g} s)"
+            f"database unavailable: {cause}; {tries} tries to store the batch over "
+            f"{seconds:.1f} s, the whole reconnect budget of {budget_seconds:g} s"
         )
 
 

@@ -203,7 +203,7 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
                 description = failure_description(model_name, model, cause, stats)
                 raise step_failure(description, stats, writer, model) from None
             except CacheUnavailable as error:
-                cause = f"{error} ({env_var('db_reconnect_seconds')} = {reconnect_seconds:g})"
+                cause = f"{error}, set by {env_var('db_reconnect_seconds')}"
                 description = failure_description(model_name, model, cause, stats)
                 raise step_failure(description, stats, writer, model) from None
             except ModelIdentityError as error:  # the cache was dropped while we stored

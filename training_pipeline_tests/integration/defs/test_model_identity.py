@@ -82,7 +82,7 @@ def test_a_configuration_changed_under_the_same_name_is_refused_and_cache_drop_r
     assert f"embedding model {REMOTE!r}" in message and shown in message
     assert f"training-pipeline cache drop {REMOTE}" in message and "new model name" in message
     assert API_KEY not in message
-    assert metadata["changed_identity_fields"] == [shown] or field == "endpoint"
+    assert metadata["changed_identity_fields"] == [shown] and shown.startswith(f"{field}: ")
     assert metadata["cached_fingerprint"] != metadata["configured_fingerprint"]
     # Nothing was sent and nothing stored.
     assert fault_server.stats.requests == other_server.stats.requests == 0

@@ -87,7 +87,7 @@ def test_an_exhausted_reconnect_budget_fails_like_an_api_failure_and_the_rerun_r
     assert (
         f"embedding model '{REMOTE}' at {fault_server.base_url}: database unavailable: " in message
     )
-    assert "TRAINING_PIPELINE_DB_RECONNECT_SECONDS = 1" in message
+    assert "reconnect budget of 1 s, set by TRAINING_PIPELINE_DB_RECONNECT_SECONDS" in message
     assert f"{len(texts) - len(rows)} of {len(texts)} texts are still missing" in message
     assert "re-run to resume" in message
     assert metadata.keys() >= FAILURE_KEYS

@@ -103,7 +103,7 @@ def test_the_budget_bounds_the_whole_reconnecting_then_the_batch_fails():
     assert str(error).startswith(
         "database unavailable: OperationalError: connection to server failed: Connection refused"
     )
-    assert "reconnect budget 12 s" in str(error)
+    assert "the whole reconnect budget of 12 s" in str(error)
     assert database.stored == [] and writer.written == set()
 
 

@@ -38,10 +38,18 @@ def describe_endpoint(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def normalise_endpoint(url: str) -> str:
     """The endpoint as an identity field: `describe_endpoint` (scheme and host lower-cased by
-    `urlsplit`) without a trailing slash, so `https://API.x/v1/` and `https://api.x/v1` agree."""
-    return describe_endpoint(url.strip()).rstrip("/")
+    `urlsplit`) without the scheme's default port or a trailing slash, so that
+    `https://API.x:443/v1/` and `https://api.x/v1` are the same endpoint."""
+    parts = urlsplit(url.strip())
+    if parts.port is not None and parts.port == _DEFAULT_PORTS.get(parts.scheme):
+        host = parts.hostname or ""
+        url = urlunsplit((parts.scheme, f"[{host}]" if ":" in host else host, parts.path, "", ""))
+    return describe_endpoint(url).rstrip("/")
 
 
 def canonical_json(value: Any) -> str:

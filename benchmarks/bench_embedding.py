@@ -89,16 +89,20 @@ class _Database:
     def __enter__(self):
         import pgserver
 
+        from training_pipeline.core.model_identity import ModelIdentity
         from training_pipeline.storage.connection import open_connection
-        from training_pipeline.storage.embedding_cache import EmbeddingCache
+        from training_pipeline.storage.embedding_cache import CACHE_TABLE, EmbeddingCache
+        from training_pipeline.storage.model_registry import claim_model
 
         self._dir = tempfile.TemporaryDirectory(prefix="bench-embedding-")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self._server = pgserver.get_server(Path(self._dir.name) / "data", cleanup_mode="delete")
         self.connection = open_connection(self._server.get_uri(), autocommit=True)
-        self.cache = EmbeddingCache(self.connection, "training_pipeline", MODEL, DIMENSIONS)
+        identity = ModelIdentity(MODEL, DIMENSIONS, {"type": "benchmark"})
+        self.cache = EmbeddingCache(self.connection, "training_pipeline", identity)
         self.cache.ensure_table()
+        claim_model(self.connection, "training_pipeline", CACHE_TABLE, identity, print)
         return self
 
     def count(self) -> int:

@@ -32,11 +32,14 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from benchmarks.report import Report
+from training_pipeline.core.models_config import parse_models_config
 from training_pipeline.core.text import format_text_v1, text_checksum
 from training_pipeline.defs.assets.labelled_dataset import LABELLED_DATASET_COLUMNS
 from training_pipeline.defs.keys import labelled_dataset_table
+from training_pipeline.embedding.clients import model_identity
 from training_pipeline.storage.connection import open_connection
-from training_pipeline.storage.embedding_cache import EmbeddingCache
+from training_pipeline.storage.embedding_cache import CACHE_TABLE, EmbeddingCache
+from training_pipeline.storage.model_registry import claim_model
 from training_pipeline.storage.sources import SourceTables
 from training_pipeline.storage.table_io import read_table, write_frame
 from training_pipeline.storage.vector_columns import vector_matrix, vector_series
@@ -223,7 +226,10 @@ def run() -> Report:
 
         # 1. Cache writes: ours vs a bare binary COPY of the same rows (median of 3 each,
         # interleaved, each after a CHECKPOINT so that neither pays for the other's WAL).
-        cache_rows = [(MODEL, DIMENSIONS, c, v) for c, v in zip(checksums, vectors, strict=True)]
+        # The identity the warm path's run computes from the same TOML: its rows are the run's.
+        identity = model_identity(MODEL, parse_models_config(MODELS_TOML, Path()).get(MODEL))
+        key = (MODEL, DIMENSIONS, identity.fingerprint)
+        cache_rows = [(*key, c, v) for c, v in zip(checksums, vectors, strict=True)]
         connection = open_connection(url, autocommit=True)
         bare_runs, cache_runs = [], []
         for repeat in range(REPEATS):
@@ -232,14 +238,15 @@ def run() -> Report:
                 bare_copy(
                     url,
                     "bare_cache",
-                    ["model", "dimensions", "checksum", "embedding"],
-                    ["text", "integer", "text", "vector"],
+                    ["model", "dimensions", "fingerprint", "checksum", "embedding"],
+                    ["text", "integer", "text", "text", "vector"],
                     iter(cache_rows),
                 )
             )
             schema = SCHEMA if repeat == REPEATS - 1 else f"cache_try_{repeat}"
-            cache = EmbeddingCache(connection, schema, MODEL, DIMENSIONS)
+            cache = EmbeddingCache(connection, schema, identity)
             cache.ensure_table()
+            claim_model(connection, schema, CACHE_TABLE, identity, print)
             checkpoint(connection)
             started = time.perf_counter()
             for start in range(0, ROWS, STORE_BATCH):

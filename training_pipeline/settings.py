@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         description="Warning bound of the check `inconsistent_share_within_bound`: the share of "
         "rows whose annotators disagree",
     )
+    db_reconnect_seconds: float = Field(
+        default=60.0,
+        description="How long the embedding step keeps reconnecting to PostgreSQL to store a "
+        "batch of vectors after the connection broke (a server restart) before the step fails",
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -142,6 +147,16 @@ def _share(value: Any) -> float:
     return share
 
 
+def _seconds(value: Any) -> float:
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        raise ValueError("expected seconds, 0 or more, e.g. 60")
+    return seconds
+
+
 def _cron(value: Any) -> str:
     if not is_valid_cron(str(value)):
         raise ValueError(
@@ -173,11 +188,12 @@ _PARSERS = {
     "refresh_cron": _cron,
     "refresh_timezone": _timezone,
     "max_inconsistent_share": _share,
+    "db_reconnect_seconds": _seconds,
 }
 
 _CRON_FIELDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))  # minute hour day month weekday
 _CRON_ALIASES = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-_CRON_ITEM = re.compile(r"^(\*|\?|[0-9A-Za-z#]+(-[0-9A-Za-z#]+)?)(/[1-9][0-9]*)?$")
+_CRON_ITEM = re.compile(r"(\*|\?|[0-9A-Za-z#]+(-[0-9A-Za-z#]+)?)(/[1-9][0-9]*)?")  # whole item
 
 
 def is_valid_cron(text: str) -> bool:
@@ -193,7 +209,7 @@ def is_valid_cron(text: str) -> bool:
         return False
     for field, (low, high) in zip(fields, _CRON_FIELDS, strict=True):
         for item in field.split(","):
-            match = _CRON_ITEM.match(item)
+            match = _CRON_ITEM.fullmatch(item)
             if not match:
                 return False
             numbers = [int(part) for part in match.group(1).split("-") if part.isdigit()]

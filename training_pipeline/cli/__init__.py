@@ -7,9 +7,19 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from training_pipeline.cli import backfill, datasets, db, demo, dev, doctor, models, partitions
+from training_pipeline.cli import (
+    backfill,
+    cache,
+    datasets,
+    db,
+    demo,
+    dev,
+    doctor,
+    models,
+    partitions,
+)
 
-COMMAND_GROUPS = (demo, dev, db, models, doctor, datasets, partitions, backfill)
+COMMAND_GROUPS = (demo, dev, db, models, doctor, datasets, cache, partitions, backfill)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ and plain-text tables."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from training_pipeline.settings import project_root
@@ -34,6 +35,23 @@ def database_resources():
 
     resources = build_definitions().resources
     return resources["postgres"], resources["video_source"]
+
+
+def confirmed(question: str, assume_yes: bool) -> int | None:
+    """None to go ahead (`--yes`, or "y" typed on a terminal), else the command's exit code: 2
+    without a terminal to ask on (pass --yes), 1 when the answer is not yes."""
+    if assume_yes:
+        return None
+    if not sys.stdin.isatty():
+        print(
+            "error: not deleting without confirmation: pass --yes (stdin is not a terminal)",
+            file=sys.stderr,
+        )
+        return 2
+    if input(f"{question} [y/N] ").strip().lower() not in {"y", "yes"}:
+        print("nothing deleted")
+        return 1
+    return None
 
 
 def format_table(rows: list[list[str]]) -> str:

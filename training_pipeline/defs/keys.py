@@ -23,9 +23,17 @@ from training_pipeline.storage.evaluations import (
     EVALUATION_PREDICTIONS_TABLE,
     EVALUATION_RUNS_TABLE,
 )
+from training_pipeline.storage.model_registry import REGISTRY_TABLE
 
-# Re-exported: the cache and evaluation tables are storage's own names (storage has no Dagster).
-__all__ = ["CACHE_TABLE", "EVALUATION_PREDICTIONS_TABLE", "EVALUATION_RUNS_TABLE", "model_slug"]
+# Re-exported: the cache, registry and evaluation tables are storage's own names (storage has no
+# Dagster).
+__all__ = [
+    "CACHE_TABLE",
+    "EVALUATION_PREDICTIONS_TABLE",
+    "EVALUATION_RUNS_TABLE",
+    "REGISTRY_TABLE",
+    "model_slug",
+]
 
 # --- the upstream tables, as external assets -------------------------------------------------
 SOURCES_GROUP = "sources"

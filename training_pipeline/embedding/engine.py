@@ -250,6 +250,7 @@ def embed_texts(
     progress_every_seconds: float = 10.0,
     retry_policy: RetryPolicy | None = None,
     limiter: RateLimiter | None = None,
+    stats: EmbeddingRunStats | None = None,
 ) -> EmbeddingRunStats:
     """Embed `texts` (already truncated to the model's per-input limit) and store every vector.
 
@@ -257,10 +258,12 @@ def embed_texts(
     batches complete, in any order; see `StoreBatch`. Returns the run's statistics; raises
     `EmbeddingFailed` (with `.stats`) when a batch cannot be embedded within its retry budget or
     fails with an error that is not worth retrying. Whatever `store_batch` raises propagates
-    unchanged. Either way, batches stored before stay stored.
+    unchanged; a caller that needs the numbers of such a run passes its own `stats`, which is
+    filled in as the run goes. Either way, batches stored before stay stored.
     """
     concurrency = 1 if config.type == "local" else config.max_concurrent_requests
-    stats = EmbeddingRunStats(total=len(texts), concurrency=concurrency)
+    stats = stats if stats is not None else EmbeddingRunStats()
+    stats.total, stats.concurrency = len(texts), concurrency
     if not texts:
         return stats
     policy = retry_policy or RetryPolicy(max_retries=config.max_retries)

@@ -2,75 +2,127 @@
 
 Rows are keyed by (model, dimensions, checksum of the exact text sent) and only ever added or,
 with `force_regenerate`, replaced; they are never deleted with a partition, which is why the
-cache lives outside the IO manager's delete-then-write. The table's constraints refuse a vector
-of the wrong size or an all-zero one, and pgvector itself refuses NaN and infinity, so a bad
-vector cannot be stored even by a bug upstream.
+cache lives outside the IO manager's delete-then-write (`training-pipeline cache drop` deletes a
+whole model's rows). The table's constraints refuse a vector of the wrong size or an all-zero
+one, and pgvector itself refuses NaN and infinity, so a bad vector cannot be stored even by a
+bug upstream.
+
+Every row also carries the fingerprint of the model configuration that made it
+(`core.model_identity`), and an `EmbeddingCache` reads and writes only rows of its identity's
+fingerprint; `storage.model_registry` says which fingerprint a model name stands for. A table
+made before fingerprints gets the column (and the registry) on first use, under the same DDL
+lock as the table itself; its old rows are adopted by the first claim of their model.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
 
+from training_pipeline.core.model_identity import ModelIdentity
 from training_pipeline.storage.binary_copy import iter_fixed_rows, vector_row_dtype
-from training_pipeline.storage.connection import DatabaseError
 from training_pipeline.storage.identifiers import validate_identifier
+from training_pipeline.storage.model_registry import check_registered, registry_ddl
 
 CACHE_TABLE = "embedding_cache"
 LOOKUP_CHUNK = 20_000
 FETCH_CHUNK_ROWS = 2_000
 
 
-class EmbeddingCache:
-    """Reads and writes cached vectors of one (model, dimensions) through a given connection."""
+def ensure_cache_tables(connection: psycopg.Connection, schema: str) -> None:
+    """Create the schema, cache table and model registry if missing, and give a table made
+    before fingerprints its `fingerprint` column (idempotent, safe to race)."""
+    table = sql.Identifier(schema, CACHE_TABLE)
+    with connection.transaction():
+        connection.execute("SELECT pg_advisory_xact_lock(hashtext('training_pipeline ddl'))")
+        connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        connection.execute(
+            sql.SQL(
+                """
+                CREATE TABLE IF NOT EXISTS {} (
+                    model text NOT NULL,
+                    dimensions integer NOT NULL CHECK (dimensions > 0),
+                    checksum text NOT NULL CHECK (checksum ~ '^[0-9a-f]{{32}}$'),
+                    embedding vector NOT NULL,
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    fingerprint text,
+                    PRIMARY KEY (model, dimensions, checksum),
+                    CONSTRAINT embedding_size CHECK (vector_dims(embedding) = dimensions),
+                    CONSTRAINT embedding_not_zero CHECK (vector_norm(embedding) > 0),
+                    CONSTRAINT embedding_fingerprint_set CHECK (fingerprint IS NOT NULL)
+                )
+                """
+            ).format(table)
+        )
+        if not has_fingerprint_column(connection, table):
+            # A table from before fingerprints (every deployment until then). Checking first
+            # spares the ACCESS EXCLUSIVE lock an ALTER TABLE takes even when it has nothing to
+            # do. NOT VALID: old rows keep their NULL until adopted; new rows need a value.
+            connection.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS fingerprint text").format(table)
+            )
+            connection.execute(
+                sql.SQL(
+                    "ALTER TABLE {} ADD CONSTRAINT embedding_fingerprint_set"
+                    " CHECK (fingerprint IS NOT NULL) NOT VALID"
+                ).format(table)
+            )
+        connection.execute(registry_ddl(schema))
 
-    def __init__(self, connection: psycopg.Connection, schema: str, model: str, dimensions: int):
+
+def has_fingerprint_column(connection: psycopg.Connection, table: sql.Identifier) -> bool:
+    """Whether the cache table has its `fingerprint` column (tables from before do not)."""
+    row = connection.execute(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass"
+        " AND attname = 'fingerprint' AND NOT attisdropped",
+        (table.as_string(connection),),
+    ).fetchone()
+    return row is not None
+
+
+class EmbeddingCache:
+    """Reads and writes cached vectors of one model identity through a given connection.
+
+    Reads see only rows of the identity's fingerprint; `store` checks, in its transaction, that
+    the registry still names that identity (`model_registry.claim_model` registers it first).
+    """
+
+    def __init__(self, connection: psycopg.Connection, schema: str, identity: ModelIdentity):
         self.connection = connection
-        self.model = model
-        self.dimensions = dimensions
-        self._schema = sql.Identifier(validate_identifier(schema, "schema name"))
-        self._table = sql.Identifier(validate_identifier(schema, "schema name"), CACHE_TABLE)
+        self.identity = identity
+        self.model = identity.model
+        self.dimensions = identity.dimensions
+        self.fingerprint = identity.fingerprint
+        self.schema = validate_identifier(schema, "schema name")
+        self._schema = sql.Identifier(self.schema)
+        self._table = sql.Identifier(self.schema, CACHE_TABLE)
 
     def ensure_table(self) -> None:
-        """Create the schema and cache table if missing (idempotent, safe to race)."""
-        with self.connection.transaction():
-            self.connection.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('training_pipeline ddl'))"
-            )
-            self.connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(self._schema))
-            self.connection.execute(
-                sql.SQL(
-                    """
-                    CREATE TABLE IF NOT EXISTS {} (
-                        model text NOT NULL,
-                        dimensions integer NOT NULL CHECK (dimensions > 0),
-                        checksum text NOT NULL CHECK (checksum ~ '^[0-9a-f]{{32}}$'),
-                        embedding vector NOT NULL,
-                        created_at timestamptz NOT NULL DEFAULT now(),
-                        PRIMARY KEY (model, dimensions, checksum),
-                        CONSTRAINT embedding_size CHECK (vector_dims(embedding) = dimensions),
-                        CONSTRAINT embedding_not_zero CHECK (vector_norm(embedding) > 0)
-                    )
-                    """
-                ).format(self._table)
-            )
+        """`ensure_cache_tables` of this cache's schema."""
+        ensure_cache_tables(self.connection, self.schema)
 
     def cached_checksums(self, checksums: Sequence[str]) -> set[str]:
-        """The subset of `checksums` already cached, one round trip per chunk."""
+        """The subset of `checksums` cached for this identity, one round trip per chunk.
+
+        On a table from before fingerprints that no step has opened yet (the label sensor looks
+        before any run does), no row carries a fingerprint, so none is cached for this identity.
+        """
         found: set[str] = set()
+        if not has_fingerprint_column(self.connection, self._table):
+            return found
         query = sql.SQL(
             "SELECT checksum FROM {} WHERE model = %s AND dimensions = %s AND checksum = ANY(%s)"
+            " AND fingerprint = %s"
         ).format(self._table)
         unique = list(dict.fromkeys(checksums))
         for start in range(0, len(unique), LOOKUP_CHUNK):
             chunk = unique[start : start + LOOKUP_CHUNK]
-            rows = self.connection.execute(query, (self.model, self.dimensions, chunk)).fetchall()
-            found.update(row[0] for row in rows)
+            params = (self.model, self.dimensions, chunk, self.fingerprint)
+            found.update(row[0] for row in self.connection.execute(query, params).fetchall())
         return found
 
     def fetch_rows(self, checksums: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -96,13 +148,14 @@ class EmbeddingCache:
         # COPY cannot take query parameters: the model name goes in as a quoted literal.
         select = sql.SQL(
             "COPY (SELECT k.row, c.embedding FROM {keys} k JOIN {table} c"
-            " ON c.model = {model} AND c.dimensions = {dimensions} AND c.checksum = k.checksum)"
-            " TO STDOUT (FORMAT BINARY)"
+            " ON c.model = {model} AND c.dimensions = {dimensions} AND c.checksum = k.checksum"
+            " AND c.fingerprint = {fingerprint}) TO STDOUT (FORMAT BINARY)"
         ).format(
             keys=keys,
             table=self._table,
             model=sql.Literal(self.model),
             dimensions=sql.Literal(self.dimensions),
+            fingerprint=sql.Literal(self.fingerprint),
         )
         row_dtype = vector_row_dtype(self.dimensions)
         with self.connection.transaction(), self.connection.cursor() as cursor:
@@ -139,7 +192,8 @@ class EmbeddingCache:
         same texts meanwhile, that COPY hits the primary key; it is then rolled back to a
         savepoint and the rows go through a staging table with `ON CONFLICT DO NOTHING`, which
         keeps the existing rows. With `replace` (how `force_regenerate` overwrites), the old
-        rows are deleted first, in the same transaction.
+        rows are deleted first, in the same transaction. Raises `ModelIdentityError` (nothing
+        stored) when the registry no longer names this identity (a `cache drop` meanwhile).
         """
         if len(checksums) != len(vectors):
             raise ValueError("one vector per checksum is required")
@@ -149,6 +203,7 @@ class EmbeddingCache:
         if len(unique) != len(checksums):
             raise ValueError("checksums must be distinct within one store() call")
         with self.connection.transaction():
+            check_registered(self.connection, self.schema, CACHE_TABLE, self.identity)
             if replace:
                 self.connection.execute(
                     sql.SQL(
@@ -167,19 +222,20 @@ class EmbeddingCache:
         self, target: sql.Identifier, checksums: Sequence[str], vectors: np.ndarray, with_key: bool
     ) -> None:
         columns = (
-            ["model", "dimensions", "checksum", "embedding"]
+            ["model", "dimensions", "fingerprint", "checksum", "embedding"]
             if with_key
             else ["checksum", "embedding"]
         )
-        types = ["text", "int4", "text", "vector"] if with_key else ["text", "vector"]
+        types = ["text", "int4", "text", "text", "vector"] if with_key else ["text", "vector"]
         statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             target, sql.SQL(", ").join(map(sql.Identifier, columns))
         )
         with self.connection.cursor() as cursor, cursor.copy(statement) as copy:
             copy.set_types(types)
             if with_key:
+                key = (self.model, self.dimensions, self.fingerprint)
                 for checksum, vector in zip(checksums, vectors, strict=True):
-                    copy.write_row((self.model, self.dimensions, checksum, vector))
+                    copy.write_row((*key, checksum, vector))
             else:
                 for checksum, vector in zip(checksums, vectors, strict=True):
                     copy.write_row((checksum, vector))
@@ -196,73 +252,13 @@ class EmbeddingCache:
         self._copy_rows(staging, checksums, vectors, with_key=False)
         inserted = self.connection.execute(
             sql.SQL(
-                "INSERT INTO {} (model, dimensions, checksum, embedding)"
-                " SELECT %s, %s, checksum, embedding FROM {}"
+                "INSERT INTO {} (model, dimensions, fingerprint, checksum, embedding)"
+                " SELECT %s, %s, %s, checksum, embedding FROM {}"
                 " ON CONFLICT (model, dimensions, checksum) DO NOTHING RETURNING checksum"
             ).format(self._table, staging),
-            (self.model, self.dimensions),
+            (self.model, self.dimensions, self.fingerprint),
         )
         return [row[0] for row in inserted.fetchall()]
-
-
-STORE_ATTEMPTS = 5
-"""Tries to store one batch when the database connection breaks (e.g. a server restart)."""
-
-
-class CacheWriter:
-    """Stores batches in the embedding cache; reconnects if the database drops the connection.
-
-    Each call is one transaction (`EmbeddingCache.store`), so a batch is either fully cached or
-    not at all; re-storing after a broken commit is harmless (`ON CONFLICT`). After
-    `STORE_ATTEMPTS` failed tries (about 15 s of backoff) the error propagates and the run fails
-    with everything stored so far kept.
-    """
-
-    def __init__(
-        self,
-        cache: EmbeddingCache,
-        reconnect: Callable[[], EmbeddingCache],
-        *,
-        replace: bool,
-        log: Callable[[str], None],
-    ) -> None:
-        self.cache: EmbeddingCache | None = cache
-        self._reconnect = reconnect
-        self._replace = replace
-        self._log = log
-        self._own: EmbeddingCache | None = None  # a connection this writer opened itself
-        self.reconnects = 0
-        self.written: set[str] = set()  # checksums whose rows this writer stored
-
-    def store(self, checksums: Sequence[str], vectors: np.ndarray) -> None:
-        for attempt in range(1, STORE_ATTEMPTS + 1):
-            try:
-                if self.cache is None:
-                    self.cache = self._own = self._reconnect()
-                self.written.update(self.cache.store(checksums, vectors, replace=self._replace))
-                return
-            except (psycopg.OperationalError, DatabaseError) as error:
-                self._drop_connection()
-                if attempt == STORE_ATTEMPTS:
-                    raise
-                delay = 0.5 * 2 ** (attempt - 1)
-                self.reconnects += 1
-                self._log(
-                    f"database error while storing {len(checksums)} vectors "
-                    f"({type(error).__name__}: {str(error).strip().splitlines()[0]}); "
-                    f"reconnecting in {delay:.1f} s (try {attempt + 1} of {STORE_ATTEMPTS})"
-                )
-                time.sleep(delay)
-
-    def _drop_connection(self) -> None:
-        if self._own is not None:
-            self._own.connection.close()
-        self.cache = self._own = None
-
-    def close(self) -> None:
-        """Close the connection this writer opened (not the one it was given)."""
-        if self._own is not None:
-            self._own.connection.close()
 
 
 def embedded_since(

@@ -11,12 +11,15 @@ import re
 
 from psycopg import sql
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")  # whole value: see validate_identifier
 
 
 def validate_identifier(name: str, what: str = "identifier") -> str:
-    """Return `name` if it is a plain SQL identifier, else raise naming `what` was wrong."""
-    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+    """Return `name` if it is a plain SQL identifier, else raise naming `what` was wrong.
+
+    The whole value must match (`fullmatch`): with `re.match` and `$`, `"tp\\n"` would pass.
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
         raise ValueError(
             f"invalid {what} {name!r}: use 1-63 letters, digits and underscores, "
             "not starting with a digit"

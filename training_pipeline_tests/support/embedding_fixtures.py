@@ -38,6 +38,23 @@ def fault_server() -> Iterator[EmbeddingServer]:
         yield server
 
 
+@pytest.fixture
+def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """`REMOTE`'s API key in its variable."""
+    monkeypatch.setenv(API_KEY_ENV, API_KEY)
+    return API_KEY
+
+
+def step_failure(result) -> tuple[str, dict[str, object]]:
+    """The message and metadata of a run's one failed step, which must be a `Failure` (with
+    metadata), not a crash."""
+    (failure,) = result.get_step_failure_events()
+    data = failure.event_specific_data
+    assert data.user_failure_data is not None, data.error.message
+    metadata = {name: value.value for name, value in data.user_failure_data.metadata.items()}
+    return data.error.message, metadata
+
+
 def model_settings(server: EmbeddingServer, **overrides: object) -> EmbeddingModelConfig:
     """An `openai` model pointing at the fault server (validated like the TOML)."""
     fields: dict[str, object] = {

@@ -14,7 +14,8 @@ It can misbehave the way real embedding APIs do:
 - a fault queue (`inject`) and a per-request schedule (`schedule`) of the kinds in `FAULTS`;
 - `down` mode: every request fails with one kind (an outage), until `up()`.
 
-Every request is counted (`stats`): arrivals (`requests`, `inputs`, `texts`), valid answers
+Every request is counted (`stats`): arrivals (`requests`, `inputs`, `texts`, the `models` asked
+for and the other fields of each request body), valid answers
 (`answered`, `embedded`), statuses, 429s, faults, concurrency and arrival times, so tests can
 prove exactly what was sent and what came back.
 """
@@ -111,6 +112,8 @@ class ServerStats:
     requests: int = 0  # every request that arrived
     inputs: int = 0  # texts in those requests
     texts: Counter = field(default_factory=Counter)  # texts that arrived, with repeats
+    models: Counter = field(default_factory=Counter)  # the `model` field of requests
+    bodies: list[dict] = field(default_factory=list)  # request bodies without their `input`
     answered: int = 0  # requests answered with valid vectors
     embedded: Counter = field(default_factory=Counter)  # texts answered with valid vectors
     statuses: Counter = field(default_factory=Counter)  # HTTP status (or "drop"...) per request
@@ -124,12 +127,15 @@ class ServerStats:
     arrivals: list[tuple[float, int, str]] = field(default_factory=list)  # (time, inputs, status)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, texts: list[str]) -> int:
+    def record(self, texts: list[str], body: dict | None = None) -> int:
         """Count an arriving request; returns its 1-based number."""
         from training_pipeline.core.text import estimate_tokens
 
         estimated = sum(estimate_tokens(text) for text in texts)
         with self.lock:
+            if body is not None:
+                self.models[body.get("model")] += 1
+                self.bodies.append({key: value for key, value in body.items() if key != "input"})
             self.requests += 1
             self.inputs += len(texts)
             self.texts.update(texts)
@@ -159,9 +165,10 @@ class ServerStats:
         with self.lock:
             self.requests = self.inputs = self.answered = self.rate_limited = self.tokens = 0
             self.max_in_flight = self.max_inputs_per_request = self.max_tokens_per_request = 0
-            for counter in (self.texts, self.embedded, self.statuses, self.faults):
+            for counter in (self.texts, self.models, self.embedded, self.statuses, self.faults):
                 counter.clear()
             self.arrivals.clear()
+            self.bodies.clear()
 
 
 class EmbeddingServer(ThreadingHTTPServer):
@@ -359,7 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
         texts = body["input"] if isinstance(body.get("input"), list) else [body.get("input", "")]
         server = self.server
         arrived = time.monotonic()
-        number = server.stats.record(texts)
+        number = server.stats.record(texts, body)
         status, valid, tokens = "200", False, 0
         try:
             if server.on_request is not None:

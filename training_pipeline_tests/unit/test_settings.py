@@ -34,6 +34,8 @@ def test_defaults_are_the_project_folders(monkeypatch):
     assert settings.partial_range_delay_minutes == 360
     assert (settings.refresh_cron, settings.refresh_timezone) == ("0 3 * * *", "UTC")
     assert settings.max_inconsistent_share == 0.2
+    # A routine restart of PostgreSQL takes a few seconds to half a minute: not a failed run.
+    assert settings.db_reconnect_seconds == 60
 
 
 def test_home_moves_every_folder_and_each_can_be_set_on_its_own(monkeypatch, tmp_path):
@@ -59,7 +61,9 @@ def test_the_current_environment_counts_and_blank_means_unset(monkeypatch):
     monkeypatch.setenv("TRAINING_PIPELINE_MAX_INCONSISTENT_SHARE", "1")
     monkeypatch.setenv("TRAINING_PIPELINE_REFRESH_CRON", "*/30 * * * *")
     monkeypatch.setenv("TRAINING_PIPELINE_REFRESH_TIMEZONE", "Asia/Shanghai")
+    monkeypatch.setenv("TRAINING_PIPELINE_DB_RECONNECT_SECONDS", "1.5")
     settings = load_settings()
+    assert settings.db_reconnect_seconds == 1.5
     assert settings.partial_range_delay_minutes == 0
     assert settings.max_inconsistent_share == 1
     assert (settings.refresh_cron, settings.refresh_timezone) == ("*/30 * * * *", "Asia/Shanghai")
@@ -78,6 +82,10 @@ def test_the_current_environment_counts_and_blank_means_unset(monkeypatch):
         ("refresh_cron", "every day", "expected a cron schedule of five fields"),
         ("refresh_cron", "61 * * * *", "expected a cron schedule of five fields"),
         ("refresh_timezone", "Mars/Olympus", "expected a time zone"),
+        ("db_reconnect_seconds", "-1", "expected seconds, 0 or more"),
+        ("db_reconnect_seconds", "inf", "expected seconds, 0 or more"),
+        ("db_reconnect_seconds", "nan", "expected seconds, 0 or more"),
+        ("db_reconnect_seconds", "a minute", "expected seconds, 0 or more"),
     ],
 )
 def test_a_bad_value_is_an_error_naming_the_variable(monkeypatch, field, value, expected):

@@ -9,10 +9,13 @@ The embedding itself is `training_pipeline.embedding.engine.embed_texts` (concur
 model's limits, validated, retried); each batch it returns is committed to the cache at once by
 a `CacheWriter`, which survives a dropped database connection. The materialization metadata
 holds the run's numbers (requests, retries, 429s, tokens, cost, rates); a failed run carries
-them too, with how many texts are still missing.
+them too, with how many texts are still missing (`embedding_report`).
+
+The model's settings are the `EmbeddingModelConfig` the asset was built from, never a second
+read of the TOML, so one run uses one configuration from its first query to its last store; the
+step first claims the model's cache for that configuration's identity (`model_cache`).
 """
 
-from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -23,18 +26,24 @@ from dagster import (
     AssetsDefinition,
     BackfillPolicy,
     Config,
-    Failure,
     MaterializeResult,
-    MetadataValue,
     TableColumn,
     TableSchema,
     asset,
 )
+from psycopg.conninfo import make_conninfo
 from pydantic import Field
 
 from training_pipeline.core.labels import attributed
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import model_inputs
+from training_pipeline.defs.assets.embedding_report import (
+    failure_description,
+    range_counts,
+    run_metadata,
+    step_failure,
+)
+from training_pipeline.defs.assets.model_cache import claim_model_cache, identity_failure
 from training_pipeline.defs.assets.sources import ranges_of
 from training_pipeline.defs.keys import (
     CACHE_TABLE,
@@ -46,15 +55,15 @@ from training_pipeline.defs.keys import (
     model_slug,
 )
 from training_pipeline.defs.partitions import aid_ranges_partitions
-from training_pipeline.defs.resources import (
-    EmbeddingModelsResource,
-    PostgresResource,
-    VideoSourceResource,
-)
+from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
 from training_pipeline.defs.table_schemas import COLUMN_SCHEMA_KEY
+from training_pipeline.embedding.clients import MissingApiKeyError, build_client
 from training_pipeline.embedding.engine import EmbeddingFailed, EmbeddingRunStats, embed_texts
+from training_pipeline.settings import env_var, load_settings
+from training_pipeline.storage.cache_writer import CacheUnavailable, CacheWriter
 from training_pipeline.storage.connection import open_connection
-from training_pipeline.storage.embedding_cache import CacheWriter, EmbeddingCache
+from training_pipeline.storage.embedding_cache import EmbeddingCache
+from training_pipeline.storage.model_registry import ModelIdentityError
 
 CACHE_TABLE_SCHEMA = TableSchema(
     columns=[
@@ -63,6 +72,9 @@ CACHE_TABLE_SCHEMA = TableSchema(
         TableColumn("checksum", "text", "MD5 of the exact text sent to the model"),
         TableColumn("embedding", "vector", "The vector (size checked, never zero or NaN)"),
         TableColumn("created_at", "timestamptz", "When it was embedded"),
+        TableColumn(
+            "fingerprint", "text", "The model configuration that made it (see embedding_models)"
+        ),
     ]
 )
 
@@ -92,63 +104,6 @@ def labelled_aids(
             rows = video_source.tables.read_label_rows(connection, aid_range)
             aids.update(rows.loc[attributed(rows), "aid"].tolist())
     return aids
-
-
-def run_metadata(stats: EmbeddingRunStats, model: EmbeddingModelConfig) -> dict[str, object]:
-    """The embedding run's numbers as plain ints and floats (Dagster plots them over runs).
-
-    Requests, tokens, cost and rates belong to the whole run, which may cover several aid
-    ranges: they cannot be split by range honestly, so their names say `run_`.
-    """
-    metadata: dict[str, object] = {
-        "run_requests": stats.requests,
-        "run_retries": stats.retries,
-        "run_rate_limited_429s": stats.rate_limited,
-        "run_texts_sent": stats.texts,
-        "run_tokens": stats.tokens,
-        "run_tokens_reported_by_api": stats.reported_tokens,
-        "run_tokens_estimated": stats.estimated_tokens,
-        "run_embedding_seconds": MetadataValue.float(round(stats.elapsed_seconds, 3)),
-        "run_requests_per_minute": MetadataValue.float(round(stats.requests_per_minute, 2)),
-        "run_texts_per_second": MetadataValue.float(round(stats.texts_per_second, 2)),
-        "max_concurrent_requests": stats.concurrency,
-    }
-    cost = stats.estimated_cost_usd(model.price_per_million_tokens)
-    if cost is not None:
-        metadata["run_estimated_cost_usd"] = MetadataValue.float(round(cost, 6))
-    if stats.errors:
-        metadata["run_failed_attempts"] = MetadataValue.json(dict(sorted(stats.errors.items())))
-    return metadata
-
-
-def range_counts(
-    keys: Sequence[str],
-    selected: pd.DataFrame,
-    inputs: pd.DataFrame,
-    written: set[str],
-) -> dict[str, dict[str, int]]:
-    """Per aid range: videos, texts, and distinct texts newly embedded or reused.
-
-    Every count is of distinct texts (one cache row each). A text needed by several ranges of
-    one run is stored once and counts as new in the first range (in key order) and as reused in
-    the others, so the ranges' `new_embeddings` sum to the rows the run stored.
-    """
-    counted: set[str] = set()
-    counts: dict[str, dict[str, int]] = {}
-    for key in keys:
-        range_inputs = inputs[inputs["aid_range"] == key]
-        distinct = list(dict.fromkeys(range_inputs["input_checksum"]))
-        new = [checksum for checksum in distinct if checksum in written and checksum not in counted]
-        counted.update(new)
-        counts[key] = {
-            "videos_selected": len(range_inputs),
-            "videos_without_text": int((selected["aid_range"] == key).sum()) - len(range_inputs),
-            "truncated_texts": int(range_inputs["truncated"].sum()),
-            "distinct_texts": len(distinct),
-            "new_embeddings": len(new),
-            "reused_embeddings": len(distinct) - len(new),
-        }
-    return counts
 
 
 def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) -> AssetsDefinition:
@@ -182,19 +137,19 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
         preprocessed_text: pd.DataFrame,
         postgres: PostgresResource,
         video_source: VideoSourceResource,
-        embedding_models: EmbeddingModelsResource,
     ) -> MaterializeResult:
-        settings = embedding_models.model(model_name)
         texts = preprocessed_text
         if config.scope == "labelled":
             texts = texts[texts["aid"].isin(labelled_aids(postgres, video_source, context))]
-        inputs = model_inputs(texts, settings.max_tokens_per_input)
+        inputs = model_inputs(texts, model.max_tokens_per_input)
         unique_inputs = inputs.drop_duplicates("input_checksum")
         checksums = unique_inputs["input_checksum"].tolist()
+        reconnect_seconds = load_settings().db_reconnect_seconds
 
         with postgres.connect(autocommit=True) as connection:
-            cache = EmbeddingCache(connection, postgres.schema, model_name, settings.dimensions)
-            cache.ensure_table()
+            cache = claim_model_cache(
+                connection, postgres.schema, model_name, model, context.log.warning
+            )
             cached = set() if config.force_regenerate else cache.cached_checksums(checksums)
             to_embed = unique_inputs[~unique_inputs["input_checksum"].isin(cached)]
             context.log.info(
@@ -203,44 +158,56 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
                 f"{len(to_embed)} to embed"
             )
             batch_checksums = to_embed["input_checksum"].tolist()
+
+            def reconnect(seconds_left: float) -> EmbeddingCache:
+                # A server that is down refuses at once; one that is unreachable must not hold
+                # the step past its reconnect budget (libpq counts whole seconds, at least 2).
+                url = make_conninfo(postgres.url(), connect_timeout=max(2, round(seconds_left)))
+                return EmbeddingCache(
+                    open_connection(url, autocommit=True), postgres.schema, cache.identity
+                )
+
             writer = CacheWriter(
                 cache,
-                lambda: EmbeddingCache(
-                    open_connection(postgres.url(), autocommit=True),
-                    postgres.schema,
-                    model_name,
-                    settings.dimensions,
-                ),
+                reconnect,
                 replace=config.force_regenerate,
                 log=context.log.warning,
+                budget_seconds=reconnect_seconds,
             )
 
             def store_batch(start: int, stop: int, vectors: np.ndarray) -> None:
                 writer.store(batch_checksums[start:stop], vectors)
 
             stats = EmbeddingRunStats(
-                concurrency=1 if settings.type == "local" else settings.max_concurrent_requests
+                total=len(batch_checksums),
+                concurrency=1 if model.type == "local" else model.max_concurrent_requests,
             )
             try:
                 if batch_checksums:  # no client (and no API key) needed when all is cached
                     stats = embed_texts(
-                        embedding_models.client(model_name),
-                        settings,
+                        build_client(model_name, model),
+                        model,
                         to_embed["input_text"].tolist(),
                         store_batch,
                         log=context.log.info,
                         progress_every_seconds=config.progress_every_seconds,
+                        stats=stats,
                     )
             except EmbeddingFailed as error:
-                raise Failure(
-                    description=str(error),
-                    metadata={
-                        "new_embeddings": len(writer.written),
-                        "missing_embeddings": error.stats.total - error.stats.texts,
-                        "database_reconnects": writer.reconnects,
-                        **run_metadata(error.stats, settings),
-                    },
-                ) from error
+                raise step_failure(str(error), error.stats, writer, model) from error
+            except MissingApiKeyError as error:
+                cause = (
+                    f"missing API key: the environment variable {error.variable} (named by "
+                    "api_key_env in embedding_models.toml) is not set"
+                )
+                description = failure_description(model_name, model, cause, stats)
+                raise step_failure(description, stats, writer, model) from None
+            except CacheUnavailable as error:
+                cause = f"{error}, set by {env_var('db_reconnect_seconds')}"
+                description = failure_description(model_name, model, cause, stats)
+                raise step_failure(description, stats, writer, model) from None
+            except ModelIdentityError as error:  # the cache was dropped while we stored
+                raise identity_failure(error, cache.identity) from None
             finally:
                 writer.close()
 
@@ -250,14 +217,15 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
             context.add_asset_metadata(counts, partition_key=key)
         metadata = {
             "model": model_name,
-            "dimensions": settings.dimensions,
+            "dimensions": model.dimensions,
+            "model_fingerprint": cache.fingerprint,
             "scope": config.scope,
             "force_regenerate": config.force_regenerate,
             "run_aid_ranges": len(context.partition_keys),
             "run_distinct_texts": len(unique_inputs),
             "run_new_embeddings": len(writer.written),
             "run_database_reconnects": writer.reconnects,
-            **run_metadata(stats, settings),
+            **run_metadata(stats, model, len(writer.written)),
         }
         return MaterializeResult(metadata=metadata)
 

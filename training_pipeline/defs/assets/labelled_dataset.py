@@ -2,7 +2,9 @@
 
 Labels are read fresh from the annotation table; embeddings come only from the cache, never
 from the model, so re-building a dataset after new labels costs no API call. A labelled video
-whose text is not cached fails the step with a message saying which asset to materialize.
+whose text is not cached fails the step with a message saying which asset to materialize. Only
+vectors of the model's configured identity are read: the step claims the model's cache first
+(`model_cache`) and fails, naming the changed fields, if it holds another configuration's.
 """
 
 import json
@@ -23,6 +25,7 @@ from pydantic import Field
 from training_pipeline.core.labels import TiePolicy, consensus_labels, unattributed_label_rows
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import model_inputs
+from training_pipeline.defs.assets.model_cache import claim_model_cache
 from training_pipeline.defs.assets.sources import ranges_of
 from training_pipeline.defs.keys import (
     PREPROCESSED_TEXT_KEY,
@@ -34,11 +37,7 @@ from training_pipeline.defs.keys import (
     model_slug,
 )
 from training_pipeline.defs.partitions import aid_ranges_partitions
-from training_pipeline.defs.resources import (
-    EmbeddingModelsResource,
-    PostgresResource,
-    VideoSourceResource,
-)
+from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
 from training_pipeline.defs.table_schemas import (
     PARTITION_COLUMN,
     column,
@@ -131,10 +130,12 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
         preprocessed_text: pd.DataFrame,
         postgres: PostgresResource,
         video_source: VideoSourceResource,
-        embedding_models: EmbeddingModelsResource,
     ) -> pd.DataFrame:
-        settings = embedding_models.model(model_name)
         ranges = ranges_of(context)
+        with postgres.connect(autocommit=True) as connection:
+            identity = claim_model_cache(
+                connection, postgres.schema, model_name, model, context.log.warning
+            ).identity
         with postgres.connect(repeatable_read=True) as connection:
             rows_by_range = {
                 r.key: video_source.tables.read_label_rows(connection, r) for r in ranges
@@ -142,7 +143,7 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
             label_rows = pd.concat(rows_by_range.values(), ignore_index=True)
             fingerprints = label_fingerprints(connection, video_source.tables, ranges)
             labels = consensus_labels(label_rows, config.tie_policy)
-            inputs = model_inputs(preprocessed_text, settings.max_tokens_per_input)
+            inputs = model_inputs(preprocessed_text, model.max_tokens_per_input)
             rows = (
                 labels.merge(
                     preprocessed_text[["aid", PARTITION_COLUMN, "metadata_json"]], on="aid"
@@ -151,8 +152,7 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
                 .sort_values("aid", ignore_index=True)
             )
             del inputs
-            cache = EmbeddingCache(connection, postgres.schema, model_name, settings.dimensions)
-            cache.ensure_table()
+            cache = EmbeddingCache(connection, postgres.schema, identity)
             vectors, found = cache.fetch_rows(rows["input_checksum"].tolist())
 
         if not found.all():
@@ -183,7 +183,11 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
             }
         )
         context.add_output_metadata(
-            {"tie_policy": config.tie_policy, "embedding_dimensions": settings.dimensions}
+            {
+                "tie_policy": config.tie_policy,
+                "embedding_dimensions": model.dimensions,
+                "model_fingerprint": identity.fingerprint,
+            }
         )
         # Each range's materialization describes that range only (a run may cover several).
         range_of_aid = {

@@ -17,6 +17,7 @@ from dagster import (
 )
 from psycopg import sql
 
+from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import model_inputs
 from training_pipeline.defs.automation.partition_sync import (
     latest_materializations,
@@ -47,6 +48,7 @@ from training_pipeline.defs.resources import (
     PostgresResource,
     VideoSourceResource,
 )
+from training_pipeline.embedding.clients import model_identity
 from training_pipeline.storage.connection import table_exists
 from training_pipeline.storage.embedding_cache import EmbeddingCache
 from training_pipeline.storage.fingerprints import LABEL_FINGERPRINTS_KEY, label_fingerprints
@@ -75,19 +77,19 @@ def ranges_missing_embeddings(
     connection: psycopg.Connection,
     schema: str,
     model_name: str,
-    dimensions: int,
-    max_tokens_per_input: int,
+    model: EmbeddingModelConfig,
     texts: pd.DataFrame,
 ) -> set[str]:
     """Ranges where a labelled video's model input (truncated as the model sends it) is not
-    cached for the model: their labelled dataset needs the embedding cache first."""
+    cached for the model as configured (its fingerprint): their labelled dataset needs the
+    embedding cache first."""
     if texts.empty:
         return set()
-    inputs = model_inputs(texts, max_tokens_per_input)
+    inputs = model_inputs(texts, model.max_tokens_per_input)
     if not table_exists(connection, sql.Identifier(schema, CACHE_TABLE)):
         cached: set[str] = set()
     else:
-        cache = EmbeddingCache(connection, schema, model_name, dimensions)
+        cache = EmbeddingCache(connection, schema, model_identity(model_name, model))
         cached = cache.cached_checksums(inputs["input_checksum"].tolist())
     missing_aids = set(inputs.loc[~inputs["input_checksum"].isin(cached), "aid"].tolist())
     return set(texts.loc[texts["aid"].isin(missing_aids), "aid_range"].tolist())
@@ -131,15 +133,9 @@ def evaluate_new_labels(
         texts = labelled_texts(connection, postgres.schema, video_source, wanted)
         needs_cache = {}
         for name in model_names:
-            settings = embedding_models.model(name)
             in_scope = texts[texts["aid_range"].isin(changed[name])]
             needs_cache[name] = ranges_missing_embeddings(
-                connection,
-                postgres.schema,
-                name,
-                settings.dimensions,
-                settings.max_tokens_per_input,
-                in_scope,
+                connection, postgres.schema, name, embedding_models.model(name), in_scope
             )
 
     requests = []

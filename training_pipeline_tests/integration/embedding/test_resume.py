@@ -21,7 +21,6 @@ from training_pipeline.core.text import text_checksum
 from training_pipeline.defs.keys import embedding_cache_key
 from training_pipeline_tests.support import embedding_fixtures
 from training_pipeline_tests.support.embedding_fixtures import (
-    API_KEY,
     API_KEY_ENV,
     REMOTE,
     assert_only_valid_vectors,
@@ -32,6 +31,7 @@ from training_pipeline_tests.support.embedding_fixtures import (
 )
 
 fault_server = embedding_fixtures.fault_server
+api_key = embedding_fixtures.api_key
 PROJECT_ROOT = (
     Path(__file__).resolve().parents[3]
 )  # the checkout: training_pipeline_tests is not installed
@@ -61,12 +61,6 @@ def cache_metadata(result) -> dict:
 
 def missing_after(rows: dict, texts: list[str]) -> set[str]:
     return {text for text in texts if text_checksum(text) not in rows}
-
-
-@pytest.fixture
-def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv(API_KEY_ENV, API_KEY)
-    return API_KEY
 
 
 def test_a_killed_run_leaves_only_valid_vectors_and_the_rerun_sends_exactly_the_rest(
@@ -167,12 +161,16 @@ def test_an_api_outage_fails_clearly_keeps_every_answered_batch_and_the_rerun_re
     assert metadata["run_retries"] == 1 and metadata["run_rate_limited_429s"] == 1
     assert metadata["run_failed_attempts"] == {"HTTP 429": 1}
     assert (
-        metadata["run_tokens"]
-        == metadata["run_tokens_reported_by_api"]
+        metadata["run_tokens_sent"]
+        == metadata["run_tokens_sent_reported_by_api"]
         == fault_server.stats.tokens
     )
-    assert metadata["run_tokens_estimated"] > metadata["run_tokens"]
-    assert metadata["run_estimated_cost_usd"] == pytest.approx(metadata["run_tokens"] * 0.5 / 1e6)
+    assert metadata["run_tokens_sent_estimated"] > metadata["run_tokens_sent"]
+    assert metadata["run_estimated_cost_usd"] == pytest.approx(
+        metadata["run_tokens_sent"] * 0.5 / 1e6
+    )
+    assert metadata["run_texts_sent"] == len(missing) == metadata["run_new_embeddings"]
+    assert metadata["run_texts_sent_stored_by_another_run"] == 0
     assert metadata["run_embedding_seconds"] > 0
     assert metadata["run_requests_per_minute"] > 0 and metadata["run_texts_per_second"] > 0
     assert len(cached_rows(database_url)) == len(texts)

@@ -8,10 +8,21 @@ import numpy as np
 import psycopg
 import pytest
 
+from training_pipeline.core.model_identity import ModelIdentity
 from training_pipeline.storage.connection import open_connection
-from training_pipeline.storage.embedding_cache import EmbeddingCache
+from training_pipeline.storage.embedding_cache import CACHE_TABLE, EmbeddingCache
+from training_pipeline.storage.model_registry import claim_model
 
 DIMS = 8
+IDENTITY = ModelIdentity("m", DIMS, {"type": "test"})
+
+
+def claimed(connection, identity: ModelIdentity) -> EmbeddingCache:
+    """The cache of `identity`, its table ensured and the identity registered."""
+    cache = EmbeddingCache(connection, "training_pipeline", identity)
+    cache.ensure_table()
+    claim_model(connection, "training_pipeline", CACHE_TABLE, identity, print)
+    return cache
 
 
 def checksum(number: int) -> str:
@@ -26,9 +37,7 @@ def unit_vectors(count: int, seed: int) -> np.ndarray:
 @pytest.fixture
 def cache(database_url):
     connection = open_connection(database_url, autocommit=True)
-    store = EmbeddingCache(connection, "training_pipeline", "m", DIMS)
-    store.ensure_table()
-    yield store
+    yield claimed(connection, IDENTITY)
     connection.close()
 
 
@@ -66,8 +75,10 @@ def test_replace_overwrites(cache):
 
 def test_other_model_or_dimensions_do_not_share_rows(cache):
     cache.store([checksum(1)], unit_vectors(1, seed=1))
-    other = EmbeddingCache(cache.connection, "training_pipeline", "other-model", DIMS)
+    other = claimed(cache.connection, ModelIdentity("other-model", DIMS, {"type": "test"}))
     assert other.cached_checksums([checksum(1)]) == set()
+    wider = claimed(cache.connection, ModelIdentity("m", DIMS * 2, {"type": "test"}))
+    assert wider.cached_checksums([checksum(1)]) == set()
 
 
 @pytest.mark.parametrize(
@@ -92,7 +103,7 @@ def test_concurrent_overlapping_stores_neither_fail_nor_duplicate(cache, databas
     def store(start: int, stop: int) -> None:
         with open_connection(database_url, autocommit=True) as connection:
             try:
-                EmbeddingCache(connection, "training_pipeline", "m", DIMS).store(
+                EmbeddingCache(connection, "training_pipeline", IDENTITY).store(
                     keys[start:stop], vectors[start:stop]
                 )
             except BaseException as error:

@@ -32,7 +32,9 @@ def test_plan_only_adds_ranges_above_the_last_one():
     assert plan_new_ranges(existing, [3, 50], max_videos_per_range=2) == []
 
 
-@pytest.mark.parametrize("key", ["1...5", "5-1", "-1-4", "01-5", "a-b", "1-99999999999999999999"])
+@pytest.mark.parametrize(
+    "key", ["1...5", "5-1", "-1-4", "01-5", "a-b", "1-99999999999999999999", "0-5\n", " 0-5"]
+)
 def test_bad_keys_are_rejected(key):
     with pytest.raises(ValueError):
         AidRange.from_key(key)

@@ -112,3 +112,73 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 def test_model_slug_is_an_identifier():
     assert model_slug("text-embedding-3.large") == "text_embedding_3_large"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "model", "field", "shown"),
+    [
+        # strict types: a bool or a float is not a whole number, a number is not a bool
+        ("dimensions = 1024", "dimensions = true", "remote", "dimensions", "got true"),
+        ("dimensions = 1024", "dimensions = 1024.0", "remote", "dimensions", "got 1024.0"),
+        ("dimensions = 384", "dimensions = 384.0", "local", "dimensions", "got 384.0"),
+        ("requests_per_minute = 600", "requests_per_minute = 6e2", "remote",
+         "requests_per_minute", "got 600.0"),
+        ("requests_per_minute = 600", "send_dimensions = 1", "remote", "send_dimensions",
+         "got 1"),
+        ("requests_per_minute = 600", "request_timeout_seconds = true", "remote",
+         "request_timeout_seconds", "got true"),
+        ("requests_per_minute = 600", 'request_timeout_seconds = "30"', "remote",
+         "request_timeout_seconds", "valid number"),
+        # finite floats: TOML spells infinity and NaN `inf` and `nan`
+        ("requests_per_minute = 600", "request_timeout_seconds = inf", "remote",
+         "request_timeout_seconds", "finite"),
+        ("requests_per_minute = 600", "request_timeout_seconds = nan", "remote",
+         "request_timeout_seconds", "finite"),
+        ("requests_per_minute = 600", "request_timeout_seconds = 0", "remote",
+         "request_timeout_seconds", "greater than 0"),
+        ("requests_per_minute = 600", "price_per_million_tokens = inf", "remote",
+         "price_per_million_tokens", "finite"),
+        ("requests_per_minute = 600", "price_per_million_tokens = nan", "remote",
+         "price_per_million_tokens", "finite"),
+        # whole-value patterns: a trailing newline is not part of a name or URL
+        ('"REMOTE_KEY"', '"REMOTE_KEY\\n"', "remote", "api_key_env", "NAME of an environment"),
+        ('"http://127.0.0.1:9/v1"', '"http://127.0.0.1:9/v1\\n"', "remote", "endpoint",
+         "newlines"),
+        ('"http://127.0.0.1:9/v1"', '"http://127.0.0.1:9/v1 "', "remote", "endpoint", "spaces"),
+        ('"http://127.0.0.1:9/v1"', '"http://"', "remote", "endpoint", "with a host"),
+        ('"http://127.0.0.1:9/v1"', '"http://127.0.0.1:port/v1"', "remote", "endpoint",
+         "not a usable URL"),
+        # request fields must be JSON (they are sent, and fingerprinted)
+        ("requests_per_minute = 600", "extra_body = { at = 1979-05-27T07:32:00Z }", "remote",
+         "extra_body", "only JSON values"),
+        ("requests_per_minute = 600", "extra_body = { weight = nan }", "remote", "extra_body",
+         "only JSON values"),
+    ],
+)  # fmt: skip
+def test_malformed_values_are_refused_naming_file_model_and_field(
+    tmp_path, old, new, model, field, shown
+):
+    assert old in VALID
+    message = error_of(tmp_path, VALID.replace(old, new))
+    assert "models.toml" in message and f"model {model!r}" in message
+    assert f"field {field!r}" in message and shown in message
+
+
+def test_whole_numbers_stay_valid_for_seconds_and_prices(tmp_path):
+    text = VALID.replace(
+        "requests_per_minute = 600",
+        "request_timeout_seconds = 30\nprice_per_million_tokens = 0\nmax_retries = 0",
+    )
+    remote = load_models_config(write(tmp_path, text)).get("remote")
+    assert (remote.request_timeout_seconds, remote.price_per_million_tokens) == (30.0, 0.0)
+
+
+def test_a_model_name_with_a_trailing_newline_is_refused(tmp_path):
+    message = error_of(tmp_path, VALID.replace("[models.remote]", '[models."remote\\n"]'))
+    assert "models.toml" in message and "model name 'remote\\n'" in message
+
+
+def test_a_local_model_must_have_the_bundled_models_dimensions(tmp_path):
+    message = error_of(tmp_path, VALID.replace("dimensions = 384", "dimensions = 768"))
+    assert "models.toml" in message and "'local'" in message
+    assert "384 dimensions, not 768" in message

@@ -4,6 +4,7 @@ and plain-text tables."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from training_pipeline.settings import project_root
@@ -54,3 +55,27 @@ def human_size(size: int | None) -> str:
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"  # not reached
+
+
+def confirm_deletion(question: str, yes: bool) -> int | None:
+    """None if deleting may go ahead: `--yes`, or the user answers y/yes on a terminal. Else the
+    exit code, the reason printed: 2 without `--yes` and without a terminal (scripts, CI), 1 for
+    any other answer."""
+    if yes:
+        return None
+    if not sys.stdin.isatty():
+        print(
+            "error: not deleting without confirmation: pass --yes (stdin is not a terminal)",
+            file=sys.stderr,
+        )
+        return 2
+    if input(f"{question} [y/N] ").strip().lower() not in {"y", "yes"}:
+        print("nothing deleted")
+        return 1
+    return None
+
+
+def warn_about_partition_keys(problems: str | None) -> None:
+    """Print the registered keys that are ignored (see `core.aid_ranges`) and how to fix them."""
+    if problems:
+        print(f"warning: {problems}", file=sys.stderr)

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from training_pipeline.cli.common import format_table, human_size
+from training_pipeline.cli.common import confirm_deletion, format_table, human_size
 
 
 def _dataset_store(args: argparse.Namespace):
@@ -78,19 +77,11 @@ def command_datasets_delete(args: argparse.Namespace) -> int:
             f"no dataset snapshot {', '.join(map(repr, unknown))} in {store.base_dir}; "
             "nothing deleted"
         )
-    if not args.yes:
-        if not sys.stdin.isatty():
-            print(
-                "error: not deleting without confirmation: pass --yes (stdin is not a terminal)",
-                file=sys.stderr,
-            )
-            return 2
-        answer = input(
-            f"delete {len(ids)} snapshot(s) {', '.join(ids)} from {store.base_dir}? [y/N] "
-        )
-        if answer.strip().lower() not in {"y", "yes"}:
-            print("nothing deleted")
-            return 1
+    refused = confirm_deletion(
+        f"delete {len(ids)} snapshot(s) {', '.join(ids)} from {store.base_dir}?", args.yes
+    )
+    if refused is not None:
+        return refused
     for dataset_id in ids:
         files = store.delete(dataset_id)
         print(f"deleted {dataset_id}: {files.parquet.name}, {files.sidecar.name}")

@@ -111,6 +111,8 @@ class ServerStats:
     requests: int = 0  # every request that arrived
     inputs: int = 0  # texts in those requests
     texts: Counter = field(default_factory=Counter)  # texts that arrived, with repeats
+    # The same per Authorization header: tells one client's requests from another's.
+    texts_by_credential: dict[str, Counter] = field(default_factory=dict)
     answered: int = 0  # requests answered with valid vectors
     embedded: Counter = field(default_factory=Counter)  # texts answered with valid vectors
     statuses: Counter = field(default_factory=Counter)  # HTTP status (or "drop"...) per request
@@ -124,7 +126,7 @@ class ServerStats:
     arrivals: list[tuple[float, int, str]] = field(default_factory=list)  # (time, inputs, status)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, texts: list[str]) -> int:
+    def record(self, texts: list[str], credential: str | None = None) -> int:
         """Count an arriving request; returns its 1-based number."""
         from training_pipeline.core.text import estimate_tokens
 
@@ -133,6 +135,7 @@ class ServerStats:
             self.requests += 1
             self.inputs += len(texts)
             self.texts.update(texts)
+            self.texts_by_credential.setdefault(credential or "", Counter()).update(texts)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.max_inputs_per_request = max(self.max_inputs_per_request, len(texts))
@@ -161,6 +164,7 @@ class ServerStats:
             self.max_in_flight = self.max_inputs_per_request = self.max_tokens_per_request = 0
             for counter in (self.texts, self.embedded, self.statuses, self.faults):
                 counter.clear()
+            self.texts_by_credential.clear()
             self.arrivals.clear()
 
 
@@ -197,6 +201,9 @@ class EmbeddingServer(ThreadingHTTPServer):
         self.on_request: Callable[[int, list[str]], None] | None = None
         self.stats = ServerStats()
         self.closing = threading.Event()
+        # The time the rate-limit window counts in (tests may share a virtual clock with the
+        # client's limiter, see `virtual_clock`); answers and arrivals use real time.
+        self.window_clock: Callable[[], float] = time.monotonic
         self._down: Fault | None = None
         self._queue: deque[Fault] = deque()
         self._window: deque[tuple[float, int]] = deque()  # accepted (time, tokens)
@@ -239,7 +246,7 @@ class EmbeddingServer(ThreadingHTTPServer):
         with self._lock:
             if self._down is not None:
                 return self._down
-            now = time.monotonic()
+            now = self.window_clock()
             window = self._window
             while window and window[0][0] <= now - self.window_seconds:
                 window.popleft()
@@ -359,7 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
         texts = body["input"] if isinstance(body.get("input"), list) else [body.get("input", "")]
         server = self.server
         arrived = time.monotonic()
-        number = server.stats.record(texts)
+        number = server.stats.record(texts, self.headers.get("Authorization"))
         status, valid, tokens = "200", False, 0
         try:
             if server.on_request is not None:

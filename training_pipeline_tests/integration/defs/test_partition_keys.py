@@ -6,7 +6,7 @@ registers them."""
 from __future__ import annotations
 
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import materialize
 
 from training_pipeline.core.aid_ranges import parse_ranges
 from training_pipeline.defs.automation import partition_sensor
@@ -32,15 +32,6 @@ from training_pipeline_tests.support.sample_rows import RANGE_KEYS
 
 BAD_KEYS = ["abc", "5-3", "0-50"]  # not a range; first above last; overlaps 0-100
 REMOVE = "training-pipeline partitions remove abc 5-3 0-50"
-
-
-@pytest.fixture
-def persistent_instance(tmp_path):
-    """A SQLite-backed instance: schedule contexts need one (they re-open it from its ref)."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with DagsterInstance.local_temp(tempdir=str(home)) as dagster_instance:
-        yield dagster_instance
 
 
 def test_bad_keys_are_reported_and_ignored_by_every_sensor_and_the_schedule(

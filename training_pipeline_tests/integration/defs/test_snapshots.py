@@ -19,6 +19,7 @@ from training_pipeline.defs.keys import (
     labelled_dataset_key,
 )
 from training_pipeline.defs.partitions import aid_ranges_partitions
+from training_pipeline_tests.integration.defs.test_checks import snapshot as try_snapshot
 from training_pipeline_tests.support.sample_rows import BIG, EXPECTED_LABELS, RANGE_KEYS
 from training_pipeline_tests.unit.core.test_splits import expected_split
 
@@ -258,13 +259,7 @@ def test_rows_whose_writer_logged_no_materialization_block_the_snapshot(
     run_range(defs, instance, RANGE_KEYS[0])
     with psycopg.connect(database_url) as connection:
         connection.execute("UPDATE training_pipeline.partition_writes SET run_id = 'lost-run'")
-    result = materialize(
-        list(defs.assets),
-        selection=[dataset_snapshot_key(LOCAL)],
-        instance=instance,
-        resources=defs.resources,
-        raise_on_error=False,
-    )
+    result = try_snapshot(defs, instance)
     assert not result.success
     (failure,) = result.get_step_failure_events()
     message = failure.event_specific_data.error.message

@@ -37,6 +37,23 @@ def database_resources():
     return resources["postgres"], resources["video_source"]
 
 
+def confirmed(question: str, assume_yes: bool) -> int | None:
+    """None to go ahead (`--yes`, or "y" typed on a terminal), else the command's exit code: 2
+    without a terminal to ask on (pass --yes), 1 when the answer is not yes."""
+    if assume_yes:
+        return None
+    if not sys.stdin.isatty():
+        print(
+            "error: not deleting without confirmation: pass --yes (stdin is not a terminal)",
+            file=sys.stderr,
+        )
+        return 2
+    if input(f"{question} [y/N] ").strip().lower() not in {"y", "yes"}:
+        print("nothing deleted")
+        return 1
+    return None
+
+
 def format_table(rows: list[list[str]]) -> str:
     """Rows as left-aligned columns; the first row is the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -55,24 +72,6 @@ def human_size(size: int | None) -> str:
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"  # not reached
-
-
-def confirm_deletion(question: str, yes: bool) -> int | None:
-    """None if deleting may go ahead: `--yes`, or the user answers y/yes on a terminal. Else the
-    exit code, the reason printed: 2 without `--yes` and without a terminal (scripts, CI), 1 for
-    any other answer."""
-    if yes:
-        return None
-    if not sys.stdin.isatty():
-        print(
-            "error: not deleting without confirmation: pass --yes (stdin is not a terminal)",
-            file=sys.stderr,
-        )
-        return 2
-    if input(f"{question} [y/N] ").strip().lower() not in {"y", "yes"}:
-        print("nothing deleted")
-        return 1
-    return None
 
 
 def warn_about_partition_keys(problems: str | None) -> None:

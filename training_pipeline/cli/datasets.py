@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from training_pipeline.cli.common import confirm_deletion, format_table, human_size
+from training_pipeline.cli.common import confirmed, format_table, human_size
 
 
 def _dataset_store(args: argparse.Namespace):
@@ -77,7 +77,7 @@ def command_datasets_delete(args: argparse.Namespace) -> int:
             f"no dataset snapshot {', '.join(map(repr, unknown))} in {store.base_dir}; "
             "nothing deleted"
         )
-    refused = confirm_deletion(
+    refused = confirmed(
         f"delete {len(ids)} snapshot(s) {', '.join(ids)} from {store.base_dir}?", args.yes
     )
     if refused is not None:

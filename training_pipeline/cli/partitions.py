@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from training_pipeline.cli.common import (
-    confirm_deletion,
+    confirmed,
     database_resources,
     ensure_dagster_home,
     format_table,
@@ -131,7 +131,7 @@ def command_partitions_remove(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        refused = confirm_deletion(
+        refused = confirmed(
             f"remove {len(keys)} aid-range partition key(s) {', '.join(map(repr, keys))}?",
             args.yes,
         )

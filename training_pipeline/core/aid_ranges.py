@@ -113,7 +113,7 @@ class RegisteredRanges:
 
 
 def _invalid_reason(key: str) -> str | None:
-    match = _KEY.match(key)
+    match = _KEY.fullmatch(key) if isinstance(key, str) else None
     if not match:
         return "not of the form <first aid>-<last aid> (decimal, no leading zeros)"
     first, last = int(match.group(1)), int(match.group(2))

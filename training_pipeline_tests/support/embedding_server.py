@@ -111,8 +111,6 @@ class ServerStats:
     requests: int = 0  # every request that arrived
     inputs: int = 0  # texts in those requests
     texts: Counter = field(default_factory=Counter)  # texts that arrived, with repeats
-    # The same per Authorization header: tells one client's requests from another's.
-    texts_by_credential: dict[str, Counter] = field(default_factory=dict)
     answered: int = 0  # requests answered with valid vectors
     embedded: Counter = field(default_factory=Counter)  # texts answered with valid vectors
     statuses: Counter = field(default_factory=Counter)  # HTTP status (or "drop"...) per request
@@ -124,9 +122,11 @@ class ServerStats:
     max_inputs_per_request: int = 0
     max_tokens_per_request: int = 0  # by the client's conservative estimate
     arrivals: list[tuple[float, int, str]] = field(default_factory=list)  # (time, inputs, status)
+    # Texts that arrived per Authorization header: tells one client's requests from another's.
+    texts_by_credential: dict[str, Counter] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, texts: list[str], credential: str | None = None) -> int:
+    def record(self, texts: list[str]) -> int:
         """Count an arriving request; returns its 1-based number."""
         from training_pipeline.core.text import estimate_tokens
 
@@ -135,7 +135,6 @@ class ServerStats:
             self.requests += 1
             self.inputs += len(texts)
             self.texts.update(texts)
-            self.texts_by_credential.setdefault(credential or "", Counter()).update(texts)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.max_inputs_per_request = max(self.max_inputs_per_request, len(texts))
@@ -158,13 +157,17 @@ class ServerStats:
         with self.lock:
             self.faults[kind] += 1
 
+    def count_credential(self, credential: str | None, texts: list[str]) -> None:
+        with self.lock:
+            self.texts_by_credential.setdefault(credential or "", Counter()).update(texts)
+
     def reset(self) -> None:
         with self.lock:
+            self.texts_by_credential.clear()
             self.requests = self.inputs = self.answered = self.rate_limited = self.tokens = 0
             self.max_in_flight = self.max_inputs_per_request = self.max_tokens_per_request = 0
             for counter in (self.texts, self.embedded, self.statuses, self.faults):
                 counter.clear()
-            self.texts_by_credential.clear()
             self.arrivals.clear()
 
 
@@ -364,9 +367,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         texts = body["input"] if isinstance(body.get("input"), list) else [body.get("input", "")]
+        self.server.stats.count_credential(self.headers.get("Authorization"), texts)
         server = self.server
         arrived = time.monotonic()
-        number = server.stats.record(texts, self.headers.get("Authorization"))
+        number = server.stats.record(texts)
         status, valid, tokens = "200", False, 0
         try:
             if server.on_request is not None:

@@ -109,7 +109,7 @@ def test_a_killed_run_leaves_only_valid_vectors_and_the_rerun_sends_exactly_the_
     fault_server.stats.reset()
     fault_server.latency = 0.0
     result = materialize_cache(defs_for(models), instance)
-    sent = fault_server.stats.texts_by_credential[f"Bearer {API_KEY}"]
+    sent = fault_server.stats.texts_by_credential[f"Bearer {api_key}"]
     assert set(sent) == missing  # exactly the missing texts...
     assert max(sent.values()) == 1  # ...each once
     metadata = cache_metadata(result)

@@ -18,10 +18,8 @@ from dagster import AssetKey
 
 from training_pipeline.core.models_config import model_slug
 from training_pipeline.storage.embedding_cache import CACHE_TABLE
-from training_pipeline.storage.partition_writes import PARTITION_WRITES_TABLE
 
-# Re-exported: the cache table and the table of partition writes are storage's own names.
-__all__ = ["CACHE_TABLE", "PARTITION_WRITES_TABLE", "model_slug"]
+__all__ = ["CACHE_TABLE", "model_slug"]  # re-exported: the cache table is storage's own name
 
 # --- the upstream tables, as external assets -------------------------------------------------
 SOURCES_GROUP = "sources"

@@ -32,11 +32,11 @@ from training_pipeline_tests.support.embedding_fixtures import (
 )
 
 fault_server = embedding_fixtures.fault_server
-KILLED_RUN_KEY = "sk-test-killed-run"
 PROJECT_ROOT = (
     Path(__file__).resolve().parents[3]
 )  # the checkout: training_pipeline_tests is not installed
 
+KILLED_RUN_KEY = "sk-test-killed-run"  # the killed run's own key (see its test)
 KILLED_RUN = """
 import sys
 from dagster import DagsterInstance

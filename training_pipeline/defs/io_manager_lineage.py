@@ -46,12 +46,15 @@ def materializations_of_writes(
     writes: Mapping[str, PartitionWrite],
     *,
     wait_seconds: float = EVENT_WAIT_SECONDS,
+    strict: bool = True,
 ) -> dict[str, EventLogRecord]:
     """Per partition, the materialization event of the run that wrote its rows.
 
     Waits (at most `wait_seconds`) while a writer that committed is still running and has not
-    logged its materialization yet; raises `UnrecordedWriteError` naming the partitions whose
-    writer ended without logging one (it died between its commit and its event).
+    logged its materialization yet. A writer that ended without logging one (it died between
+    its commit and its event, or its run was deleted) raises `UnrecordedWriteError` naming the
+    partitions; with `strict=False` those partitions are left out instead, for a caller that
+    has another source to fall back on.
     """
     found: dict[str, EventLogRecord] = {}
     deadline = time.monotonic() + wait_seconds
@@ -68,6 +71,8 @@ def materializations_of_writes(
         if not still:
             return found
         ended = {run: keys for run, keys in still.items() if _has_ended(instance, run)}
+        if (ended or time.monotonic() > deadline) and not strict:
+            return found
         if ended or time.monotonic() > deadline:
             problem = ended or still
             raise UnrecordedWriteError(

@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from training_pipeline.cli.common import ensure_dagster_home, format_table
+from training_pipeline.cli.common import (
+    ensure_dagster_home,
+    format_table,
+    warn_about_partition_keys,
+)
 
 
 def command_backfill(args: argparse.Namespace) -> int:
@@ -21,8 +25,10 @@ def command_backfill(args: argparse.Namespace) -> int:
     model_name = args.model or models.default_model
     models.get(model_name)
     with DagsterInstance.get() as instance:
+        registered = registered_ranges(instance)
+        warn_about_partition_keys(registered.problems())
         try:
-            keys = select_ranges(registered_ranges(instance), args.first, args.last)
+            keys = select_ranges(registered.keys, args.first, args.last)
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

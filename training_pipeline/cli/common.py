@@ -72,3 +72,9 @@ def human_size(size: int | None) -> str:
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"  # not reached
+
+
+def warn_about_partition_keys(problems: str | None) -> None:
+    """Print the registered keys that are ignored (see `core.aid_ranges`) and how to fix them."""
+    if problems:
+        print(f"warning: {problems}", file=sys.stderr)

@@ -1,12 +1,20 @@
-"""`training-pipeline partitions sync|list`: register and list the aid-range partitions of the
-project instance."""
+"""`training-pipeline partitions sync|list|remove`: register, list and remove the aid-range
+partitions of the project instance. Registered keys that are not usable ranges (see
+`core.aid_ranges.read_registered`) are reported on stderr by every command, with the command
+that removes them."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from training_pipeline.cli.common import database_resources, ensure_dagster_home, format_table
+from training_pipeline.cli.common import (
+    confirmed,
+    database_resources,
+    ensure_dagster_home,
+    format_table,
+    warn_about_partition_keys,
+)
 
 
 def command_partitions_sync(args: argparse.Namespace) -> int:
@@ -29,6 +37,7 @@ def command_partitions_sync(args: argparse.Namespace) -> int:
         report = sync_partitions(
             instance, postgres, video_source, max_videos, check_stale=not args.no_stale_check
         )
+    warn_about_partition_keys(report.problems)
     print(
         f"aid ranges: {len(report.registered_before)} registered before, {len(report.new)} new "
         f"(at most {max_videos} videos each)"
@@ -64,8 +73,10 @@ def command_partitions_list(args: argparse.Namespace) -> int:
 
     ensure_dagster_home()
     with DagsterInstance.get() as instance:
-        ranges = registered_ranges(instance)
-        materialized = latest_materializations(instance, RAW_VIDEO_TEXT_KEY)
+        registered = registered_ranges(instance)
+        materialized = latest_materializations(instance, RAW_VIDEO_TEXT_KEY, registered.keys)
+    warn_about_partition_keys(registered.problems())
+    ranges = registered.ranges
     if not ranges:
         print("no aid ranges registered (run `training-pipeline partitions sync`)")
         return 0
@@ -91,10 +102,54 @@ def command_partitions_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_partitions_remove(args: argparse.Namespace) -> int:
+    """Remove registered keys: an ignored one (not a range, or overlapping), or a range in use
+    with `--in-use`. Asks first on a terminal, needs --yes otherwise."""
+    from dagster import DagsterInstance
+
+    from training_pipeline.defs.automation.partition_sync import registered_ranges
+    from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME
+
+    ensure_dagster_home()
+    keys = list(dict.fromkeys(args.keys))
+    with DagsterInstance.get() as instance:
+        registered = registered_ranges(instance)
+        present = set(instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME))
+        unknown = [key for key in keys if key not in present]
+        if unknown:
+            print(
+                f"error: not registered: {', '.join(map(repr, unknown))}; nothing removed",
+                file=sys.stderr,
+            )
+            return 1
+        in_use = [key for key in keys if key in set(registered.keys)]
+        if in_use and not args.in_use:
+            print(
+                f"error: {', '.join(in_use)} {'is a range' if len(in_use) == 1 else 'are ranges'} "
+                "in use: removing one leaves its aids in no range and its rows in the tables. "
+                "Pass --in-use to remove it anyway; nothing removed",
+                file=sys.stderr,
+            )
+            return 2
+        refused = confirmed(
+            f"remove {len(keys)} aid-range partition key(s) {', '.join(map(repr, keys))}?",
+            args.yes,
+        )
+        if refused is not None:
+            return refused
+        for key in keys:
+            instance.delete_dynamic_partition(AID_RANGES_PARTITIONS_NAME, key)
+            print(f"removed {key!r}" + (" (a range in use)" if key in in_use else ""))
+        after = registered_ranges(instance)
+    warn_about_partition_keys(after.problems())
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
-    """`partitions sync [--max-videos-per-range N] [--no-stale-check]`, `partitions list`."""
+    """`partitions sync [--max-videos-per-range N] [--no-stale-check]`, `partitions list`,
+    `partitions remove KEY... [--yes] [--in-use]`."""
     partitions = commands.add_parser(
-        "partitions", help="register and list the aid-range partitions (project instance)"
+        "partitions", help="register, list and remove the aid-range partitions (project instance)"
     )
     partitions_commands = partitions.add_subparsers(dest="partitions_command", required=True)
     sync = partitions_commands.add_parser(
@@ -119,3 +174,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--counts", action="store_true", help="also count each range's videos (reads the database)"
     )
     partitions_list.set_defaults(handler=command_partitions_list)
+    remove = partitions_commands.add_parser(
+        "remove",
+        help="remove registered keys that are not usable aid ranges (reported by every command)",
+    )
+    remove.add_argument("keys", nargs="+", metavar="KEY", help="registered partition keys")
+    remove.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    remove.add_argument(
+        "--in-use",
+        action="store_true",
+        help="also remove ranges in use (their aids are then in no range)",
+    )
+    remove.set_defaults(handler=command_partitions_remove)

@@ -7,15 +7,22 @@ parseable without a lookup table. The first range starts at 0 and each next rang
 after the previous one, so every aid falls into exactly one range or above the last one; new
 aids above the last range make new ranges, and an aid that appears inside an existing range
 belongs to that range (which then needs re-materializing).
+
+Anyone can add a partition key in the Dagster UI, so the registered keys are read tolerantly
+(`read_registered`): in the order they were registered, a key is used if it is a valid range
+that overlaps none of the keys used before it; any other key (not a range, or overlapping a range
+registered earlier) is reported with the command that removes it and otherwise ignored, never
+merged. Gaps between the used ranges are reported too: their aids are in no range.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from bisect import bisect_left
+import shlex
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_MAX_VIDEOS_PER_RANGE = 1000
 _KEY = re.compile(r"(0|[1-9][0-9]{0,18})-(0|[1-9][0-9]{0,18})")  # matched whole (fullmatch)
@@ -62,6 +69,97 @@ def parse_ranges(keys: Iterable[str]) -> list[AidRange]:
     return ranges
 
 
+REMOVE_COMMAND = "training-pipeline partitions remove"
+
+
+@dataclass(frozen=True)
+class IgnoredKey:
+    """A registered key that is not used, and why."""
+
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RegisteredRanges:
+    """The registered keys as read tolerantly: the ranges used, and what is wrong with the rest."""
+
+    ranges: list[AidRange] = field(default_factory=list)  # in aid order, no two overlap
+    ignored: list[IgnoredKey] = field(default_factory=list)  # in registration order
+    gaps: list[AidRange] = field(default_factory=list)  # aids between used ranges, in no range
+
+    @property
+    def keys(self) -> list[str]:
+        return [r.key for r in self.ranges]
+
+    def problems(self) -> str | None:
+        """One message naming every ignored key and gap and how to fix them; None if none."""
+        parts = []
+        if self.ignored:
+            listed = "; ".join(f"{item.key!r}: {item.reason}" for item in self.ignored)
+            command = " ".join([REMOVE_COMMAND, *(shlex.quote(i.key) for i in self.ignored)])
+            parts.append(
+                f"{len(self.ignored)} registered aid-range partition keys are ignored ({listed}). "
+                f"Remove them with: {command}"
+            )
+        if self.gaps:
+            listed = ", ".join(gap.key for gap in self.gaps)
+            parts.append(
+                f"aids {listed} are in no registered range (a range was removed, or one was added "
+                "by hand above the last): add the missing range in the UI, or remove the one "
+                f"added by hand with `{REMOVE_COMMAND} KEY`"
+            )
+        return " ".join(parts) or None
+
+
+def _invalid_reason(key: str) -> str | None:
+    match = _KEY.fullmatch(key) if isinstance(key, str) else None
+    if not match:
+        return "not of the form <first aid>-<last aid> (decimal, no leading zeros)"
+    first, last = int(match.group(1)), int(match.group(2))
+    if last > MAX_AID:
+        return f"an aid above {MAX_AID}"
+    if first > last:
+        return "its first aid is above its last"
+    return None
+
+
+def _overlapping(used: Sequence[AidRange], candidate: AidRange) -> list[AidRange]:
+    """The ranges of `used` (sorted, none overlapping) that overlap `candidate`."""
+    index = bisect_left(used, candidate)
+    if index > 0 and used[index - 1].last >= candidate.first:
+        index -= 1  # only the one just before can reach into it
+    clashes = []
+    while index < len(used) and used[index].first <= candidate.last:
+        clashes.append(used[index])
+        index += 1
+    return clashes
+
+
+def read_registered(keys: Iterable[str]) -> RegisteredRanges:
+    """Use, in registration order, every valid key that overlaps no key used before it."""
+    used: list[AidRange] = []  # sorted by aid
+    ignored: list[IgnoredKey] = []
+    for key in keys:
+        reason = _invalid_reason(key)
+        if reason is None:
+            candidate = AidRange.from_key(key)
+            clashes = _overlapping(used, candidate)
+            if not clashes:
+                insort(used, candidate)
+                continue
+            shown = ", ".join(r.key for r in clashes[:3]) + (" ..." if len(clashes) > 3 else "")
+            reason = f"overlaps {shown}, registered before it"
+        ignored.append(IgnoredKey(key, reason))
+    gaps = []
+    next_first = 0
+    for aid_range in used:
+        if aid_range.first > next_first:
+            gaps.append(AidRange(next_first, aid_range.first - 1))
+        next_first = aid_range.last + 1
+    return RegisteredRanges(used, ignored, gaps)
+
+
 def plan_new_ranges(
     existing_keys: Sequence[str], aids: Iterable[int], max_videos_per_range: int
 ) -> list[AidRange]:
@@ -69,11 +167,11 @@ def plan_new_ranges(
 
     Aids inside existing ranges are ignored here: they belong to those ranges. The last new range
     ends at the highest aid seen, so later aids start a new range rather than growing this one
-    (keys never change once registered).
+    (keys never change once registered). Ignored keys (see `read_registered`) do not count.
     """
     if max_videos_per_range < 1:
         raise ValueError("max_videos_per_range must be at least 1")
-    ranges = parse_ranges(existing_keys)
+    ranges = read_registered(existing_keys).ranges
     next_first = ranges[-1].last + 1 if ranges else 0
     new_aids = sorted(aid for aid in set(aids) if aid >= next_first)
     planned: list[AidRange] = []

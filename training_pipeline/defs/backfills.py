@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from dagster import DagsterInstance, Definitions
 
-from training_pipeline.core.aid_ranges import AidRange
+from training_pipeline.core.aid_ranges import AidRange, RegisteredRanges, read_registered
 from training_pipeline.defs.dagster_compat import PartitionBackfill, make_new_backfill_id
 from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME, range_asset_keys
 
@@ -79,5 +79,6 @@ def queue_backfills(
     return queued
 
 
-def registered_ranges(instance: DagsterInstance) -> list[str]:
-    return list(instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME))
+def registered_ranges(instance: DagsterInstance) -> RegisteredRanges:
+    """The registered ranges, read tolerantly: a backfill covers only the ranges in use."""
+    return read_registered(instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME))

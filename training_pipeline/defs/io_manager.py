@@ -3,7 +3,10 @@
 It follows Dagster's `DbIOManager` pattern (as `dagster-duckdb` does): a `DbClient` that knows
 how to connect and delete a partition's rows, and type handlers that write and read objects.
 The delete and the write run in one transaction, so readers see either the old or the new rows
-of a partition, never a mix, and rows of other partitions are untouched.
+of a partition, never a mix, and rows of other partitions are untouched. A write first takes the
+advisory lock of each partition it replaces (`storage.partition_writes`), so two runs writing the
+same partition at once take turns instead of both leaving their rows; and it records which run
+wrote each partition, in the same transaction.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from training_pipeline.defs.type_handler import (
 )
 from training_pipeline.storage.connection import DatabaseError
 from training_pipeline.storage.identifiers import validate_identifier
+from training_pipeline.storage.partition_writes import lock_ddl, lock_partitions
 
 
 class PostgresDbClient(DbClient[psycopg.Connection]):
@@ -42,6 +46,15 @@ class PostgresDbClient(DbClient[psycopg.Connection]):
         # One transaction for the whole block: commit on success, roll back on any error.
         try:
             with self._postgres.connect() as connection:
+                if isinstance(context, OutputContext):
+                    # Before anything else of the write, so that every writer takes its
+                    # partition locks before the DDL lock and two writers cannot deadlock.
+                    lock_partitions(
+                        connection,
+                        validate_identifier(table_slice.schema, "schema name"),
+                        validate_identifier(table_slice.table, "table name"),
+                        partition_keys(table_slice),
+                    )
                 yield connection
         except psycopg.OperationalError as error:
             # The server went away (restart, crash, network): the transaction died with the
@@ -74,7 +87,7 @@ class PostgresDbClient(DbClient[psycopg.Connection]):
             "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)
         ).fetchone()
         if not exists:
-            connection.execute("SELECT pg_advisory_xact_lock(hashtext('training_pipeline ddl'))")
+            lock_ddl(connection)
             connection.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
             )

@@ -18,6 +18,7 @@ from psycopg import sql
 from training_pipeline.defs.dagster_compat import DbTypeHandler, TableSlice
 from training_pipeline.defs.table_schemas import schema_from_metadata
 from training_pipeline.storage.identifiers import validate_identifier
+from training_pipeline.storage.partition_writes import lock_ddl, record_writes
 from training_pipeline.storage.table_io import PANDAS_DTYPES, read_table, write_frame
 
 SUPPORTED_TYPES = {*PANDAS_DTYPES, "text", "timestamptz", "vector", "jsonb"}
@@ -60,7 +61,7 @@ def create_table(connection: psycopg.Connection, table_slice: TableSlice, schema
         definitions.append(
             sql.SQL("{} {}{}").format(sql.Identifier(col.name), sql.SQL(col.type), not_null)
         )
-    connection.execute("SELECT pg_advisory_xact_lock(hashtext('training_pipeline ddl'))")
+    lock_ddl(connection)
     connection.execute(
         sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
             target, sql.SQL(", ").join(definitions)
@@ -125,12 +126,21 @@ class PandasPostgresTypeHandler(DbTypeHandler[pd.DataFrame]):
         write_frame(connection, target, obj, schema.columns)
         keys = partition_keys(table_slice)
         if keys is not None:
-            # Each partition's materialization gets its own row count (a run may write several).
             (dimension,) = table_slice.partition_dimensions or []
             counts = obj[dimension.partition_expr].value_counts()
-            for key in keys:
+            rows_per_partition = {key: int(counts.get(key, 0)) for key in keys}
+            # Which run's rows these are, committed with them (see `storage.partition_writes`).
+            record_writes(
+                connection,
+                table_slice.schema,
+                table_slice.table,
+                context.run_id,
+                rows_per_partition,
+            )
+            # Each partition's materialization gets its own row count (a run may write several).
+            for key, rows in rows_per_partition.items():
                 context.step_context.add_asset_metadata(
-                    {"dagster/partition_row_count": MetadataValue.int(int(counts.get(key, 0)))},
+                    {"dagster/partition_row_count": MetadataValue.int(rows)},
                     asset_key=context.asset_key,
                     partition_key=key,
                 )

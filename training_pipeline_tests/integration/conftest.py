@@ -16,7 +16,7 @@ from dagster import DagsterInstance
 from training_pipeline.definitions import build_definitions
 from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME
 from training_pipeline.defs.resources import DatasetStoreResource
-from training_pipeline_tests.support.databases import create_database
+from training_pipeline_tests.support.databases import create_database, embedded_server_folder
 from training_pipeline_tests.support.embedding_server import (
     EmbeddingServer,
     running_embedding_server,
@@ -27,18 +27,26 @@ from training_pipeline_tests.support.sample_rows import RANGE_KEYS, insert_sourc
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """The embedded PostgreSQL 16 + pgvector for this test session, in a temporary folder."""
+def pg_server() -> Iterator[object]:
+    """The embedded PostgreSQL 16 + pgvector for this test session, in a temporary folder that
+    other test sessions on the machine cannot close (see `embedded_server_folder`)."""
     import pgserver
 
-    data_dir = tmp_path_factory.mktemp("pg") / "data"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        server = pgserver.get_server(data_dir, cleanup_mode="delete")
-    with psycopg.connect(server.get_uri("template1"), autocommit=True) as connection:
-        connection.execute("CREATE EXTENSION IF NOT EXISTS vector")
-    yield server
-    server.cleanup()
+    with embedded_server_folder() as folder:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = pgserver.get_server(folder / "data", cleanup_mode="delete")
+        with psycopg.connect(server.get_uri("template1"), autocommit=True) as connection:
+            connection.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        yield server
+        server.cleanup()
+
+
+@pytest.fixture
+def server_folder() -> Iterator[Path]:
+    """A folder for a test's own embedded server (see `embedded_server_folder`)."""
+    with embedded_server_folder() as folder:
+        yield folder
 
 
 @pytest.fixture
@@ -56,6 +64,16 @@ def database_url(pg_server: object, monkeypatch: pytest.MonkeyPatch) -> Iterator
 def instance() -> Iterator[DagsterInstance]:
     """An in-memory Dagster instance."""
     with DagsterInstance.ephemeral() as dagster_instance:
+        yield dagster_instance
+
+
+@pytest.fixture
+def persistent_instance(tmp_path: Path) -> Iterator[DagsterInstance]:
+    """A SQLite-backed instance: schedule contexts need one (they re-open it from its ref), and
+    so do runs in threads of their own."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with DagsterInstance.local_temp(tempdir=str(home)) as dagster_instance:
         yield dagster_instance
 
 

@@ -1,5 +1,5 @@
 """Helpers for the automation tests: real sensor/schedule ticks, and doing what the daemon does
-with their results (register requested partitions, launch requested runs) on a real instance."""
+with their results (launch requested runs) on a real instance."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import psycopg
 from dagster import (
-    AddDynamicPartitionsRequest,
     AssetKey,
     DagsterInstance,
     Definitions,
@@ -47,13 +46,16 @@ def schedule_tick(defs: Definitions, instance: DagsterInstance, name: str):
         return defs.resolve_schedule_def(name).evaluate_tick(context)
 
 
-def apply_partition_requests(instance: DagsterInstance, data) -> list[str]:
-    """Register the partitions a sensor tick requested, as the daemon does; returns the keys."""
-    added: list[str] = []
-    for request in data.dynamic_partitions_requests or []:
-        assert isinstance(request, AddDynamicPartitionsRequest)
-        instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
-        added += request.partition_keys
+def registered_by_tick(instance: DagsterInstance, before: Sequence[str], data) -> list[str]:
+    """The keys a sensor tick registered: it registers them itself (no add request for the
+    daemon to apply later), and its observation names them."""
+    assert not data.dynamic_partitions_requests
+    now = instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME)
+    added = [key for key in now if key not in set(before)]
+    reported = [
+        key for event in data.asset_events or [] for key in event.metadata["new_aid_ranges"].value
+    ]
+    assert reported == added
     return added
 
 

@@ -125,6 +125,8 @@ class ServerStats:
     max_inputs_per_request: int = 0
     max_tokens_per_request: int = 0  # by the client's conservative estimate
     arrivals: list[tuple[float, int, str]] = field(default_factory=list)  # (time, inputs, status)
+    # Texts that arrived per Authorization header: tells one client's requests from another's.
+    texts_by_credential: dict[str, Counter] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, texts: list[str], body: dict | None = None) -> int:
@@ -161,8 +163,13 @@ class ServerStats:
         with self.lock:
             self.faults[kind] += 1
 
+    def count_credential(self, credential: str | None, texts: list[str]) -> None:
+        with self.lock:
+            self.texts_by_credential.setdefault(credential or "", Counter()).update(texts)
+
     def reset(self) -> None:
         with self.lock:
+            self.texts_by_credential.clear()
             self.requests = self.inputs = self.answered = self.rate_limited = self.tokens = 0
             self.max_in_flight = self.max_inputs_per_request = self.max_tokens_per_request = 0
             for counter in (self.texts, self.models, self.embedded, self.statuses, self.faults):
@@ -204,6 +211,9 @@ class EmbeddingServer(ThreadingHTTPServer):
         self.on_request: Callable[[int, list[str]], None] | None = None
         self.stats = ServerStats()
         self.closing = threading.Event()
+        # The time the rate-limit window counts in (tests may share a virtual clock with the
+        # client's limiter, see `virtual_clock`); answers and arrivals use real time.
+        self.window_clock: Callable[[], float] = time.monotonic
         self._down: Fault | None = None
         self._queue: deque[Fault] = deque()
         self._window: deque[tuple[float, int]] = deque()  # accepted (time, tokens)
@@ -246,7 +256,7 @@ class EmbeddingServer(ThreadingHTTPServer):
         with self._lock:
             if self._down is not None:
                 return self._down
-            now = time.monotonic()
+            now = self.window_clock()
             window = self._window
             while window and window[0][0] <= now - self.window_seconds:
                 window.popleft()
@@ -364,6 +374,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         texts = body["input"] if isinstance(body.get("input"), list) else [body.get("input", "")]
+        self.server.stats.count_credential(self.headers.get("Authorization"), texts)
         server = self.server
         arrived = time.monotonic()
         number = server.stats.record(texts, body)

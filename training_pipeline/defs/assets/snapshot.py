@@ -25,10 +25,9 @@ from dagster import (
     TableSchema,
     asset,
 )
-from psycopg import sql
 from pydantic import Field
 
-from training_pipeline.core.aid_ranges import ranges_containing
+from training_pipeline.core.aid_ranges import ranges_containing, read_registered
 from training_pipeline.core.dataset_contract import DatasetContractError, conform_rows
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.splits import (
@@ -41,20 +40,13 @@ from training_pipeline.core.splits import (
 )
 from training_pipeline.core.text import TEXT_FORMAT
 from training_pipeline.defs.assets.evaluation import snapshot_evaluation
-from training_pipeline.defs.assets.labelled_dataset import LABELLED_DATASET_COLUMNS
-from training_pipeline.defs.assets.snapshot_lineage import (
-    latest_materialization_ids,
-    partition_lineage,
-    range_check_results,
-    snapshot_tie_policy,
-)
-from training_pipeline.defs.checks.rules import CheckTarget, gate_summary, quality_gate
+from training_pipeline.defs.assets.snapshot_lineage import range_check_results, snapshot_tie_policy
+from training_pipeline.defs.assets.snapshot_read import read_for_snapshot
+from training_pipeline.defs.checks.rules import gate_summary
 from training_pipeline.defs.keys import (
     AID_RANGES_PARTITIONS_NAME,
-    CACHE_TABLE,
     dataset_snapshot_key,
     labelled_dataset_key,
-    labelled_dataset_table,
     model_group,
     model_slug,
 )
@@ -64,14 +56,12 @@ from training_pipeline.defs.resources import (
     VideoSourceResource,
 )
 from training_pipeline.defs.table_schemas import COLUMN_SCHEMA_KEY, PARTITION_COLUMN
-from training_pipeline.storage.embedding_cache import embedded_since
 from training_pipeline.storage.snapshot_files import (
     new_dataset_id,
     previous_snapshot_time,
     validate_dataset_id,
 )
 from training_pipeline.storage.snapshot_table import PARQUET_COLUMNS, dataset_stats, to_arrow
-from training_pipeline.storage.table_io import read_table
 
 PARQUET_SCHEMA = TableSchema(
     columns=[TableColumn(name, type_, description) for name, type_, description in PARQUET_COLUMNS]
@@ -109,7 +99,9 @@ def choose_ranges(
     context: AssetExecutionContext, model_name: str, config: SnapshotConfig
 ) -> list[str]:
     """The partition keys to read, validated against registered and materialized ones."""
-    registered = context.instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME)
+    registered = read_registered(
+        context.instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME)
+    ).keys  # keys in use only: an ignored key (see core.aid_ranges) is no range to read
     materialized = context.instance.get_materialized_partitions(labelled_dataset_key(model_name))
     available = [key for key in registered if key in materialized]
     if config.aid_ranges is not None:
@@ -164,30 +156,14 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
         keys = choose_ranges(context, model_name, config)
         if not keys:
             raise Failure(description="no materialized labelled dataset matches the selection")
-        storage_ids = latest_materialization_ids(context.instance, source_key, keys)
-        table = sql.Identifier(postgres.schema, labelled_dataset_table(model_name))
-        cache_table = sql.Identifier(postgres.schema, CACHE_TABLE)
         since = previous_snapshot_time(store, model_name)
-        with postgres.connect() as connection:
-            target = CheckTarget(
-                connection, postgres.schema, model_name, model.dimensions, keys, video_source.tables
-            )
-            gate = quality_gate(target)  # fails the step on a failed error-level rule
-            rows = read_table(
-                connection, table, LABELLED_DATASET_COLUMNS, PARTITION_COLUMN, keys, config.aids
-            )
-            new_checksums = embedded_since(
-                connection, cache_table, model_name, model.dimensions, rows, since
-            )
+        read = read_for_snapshot(
+            context, postgres, video_source, model_name, model, keys, config.aids, since
+        )
+        rows, gate, new_checksums, lineage = read.rows, read.gate, read.new_checksums, read.lineage
+        with postgres.connect() as connection:  # matched to exactly these rows by fingerprint
             evaluation, evaluation_note = snapshot_evaluation(
                 connection, postgres.schema, model_name, rows, ratios
-            )
-        if latest_materialization_ids(context.instance, source_key, keys) != storage_ids:
-            raise Failure(
-                description=(
-                    f"{source_key.to_user_string()} was re-materialized while the snapshot read "
-                    "it; run the snapshot again"
-                )
             )
         if rows.empty:
             raise Failure(description="the selection has no labelled rows")
@@ -217,7 +193,6 @@ def build_snapshot_asset(model_name: str, model: EmbeddingModelConfig) -> Assets
                 f"and {source_key.to_user_string()} to store them so."
             )
         splits = assign_splits(rows["aid"].tolist(), ratios)
-        lineage = partition_lineage(context.instance, source_key, storage_ids)
         rows_per_range = rows[PARTITION_COLUMN].value_counts().to_dict()
         partitions = {
             key: {**lineage.get(key, {}), "rows": int(rows_per_range.get(key, 0))} for key in keys

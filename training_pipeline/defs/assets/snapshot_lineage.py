@@ -13,6 +13,7 @@ from dagster import (
     AssetRecordsFilter,
     DagsterEventType,
     DagsterInstance,
+    EventLogRecord,
 )
 
 from training_pipeline.defs.dagster_compat import PartitionKeyFilter
@@ -41,31 +42,37 @@ def latest_materialization_ids(
     )
 
 
+def lineage_entry(record: EventLogRecord) -> dict[str, Any]:
+    """The sidecar's description of one materialization of a partition."""
+    materialization = record.asset_materialization
+    metadata = materialization.metadata if materialization is not None else {}
+    return {
+        "run_id": record.run_id,
+        "materialized_at": _iso(record.timestamp),
+        "storage_id": record.storage_id,
+        "data_version": ((materialization.tags if materialization else None) or {}).get(
+            DATA_VERSION_TAG
+        ),
+        "tie_policy": _plain(metadata.get("tie_policy")),
+        "materialized_rows": _plain(metadata.get("rows")),
+    }
+
+
 def partition_lineage(
     instance: DagsterInstance, asset_key: AssetKey, storage_ids: Mapping[str, int]
 ) -> dict[str, dict[str, Any]]:
-    """Per partition: the materialization that wrote its current rows (run, time, data version)."""
+    """Per partition: the materialization with these storage ids (run, time, data version)."""
     if not storage_ids:
         return {}
     records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=asset_key, storage_ids=list(storage_ids.values())),
         limit=len(storage_ids),
     ).records
-    lineage: dict[str, dict[str, Any]] = {}
-    for record in records:
-        materialization = record.asset_materialization
-        if materialization is None or record.partition_key is None:
-            continue
-        metadata = materialization.metadata
-        lineage[record.partition_key] = {
-            "run_id": record.run_id,
-            "materialized_at": _iso(record.timestamp),
-            "storage_id": record.storage_id,
-            "data_version": (materialization.tags or {}).get(DATA_VERSION_TAG),
-            "tie_policy": _plain(metadata.get("tie_policy")),
-            "materialized_rows": _plain(metadata.get("rows")),
-        }
-    return lineage
+    return {
+        record.partition_key: lineage_entry(record)
+        for record in records
+        if record.asset_materialization is not None and record.partition_key is not None
+    }
 
 
 def _check_keys(context: AssetExecutionContext, asset_key: AssetKey) -> set[AssetCheckKey]:

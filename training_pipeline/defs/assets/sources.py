@@ -1,10 +1,18 @@
 """The upstream tables as external assets, and the raw video text of each aid range."""
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetSpec, BackfillPolicy, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetSpec,
+    BackfillPolicy,
+    Failure,
+    MetadataValue,
+    asset,
+)
 
-from training_pipeline.core.aid_ranges import AidRange
+from training_pipeline.core.aid_ranges import AidRange, read_registered
 from training_pipeline.defs.keys import (
+    AID_RANGES_PARTITIONS_NAME,
     RAW_VIDEO_TEXT_KEY,
     RAW_VIDEO_TEXT_TABLE,
     SOURCES_GROUP,
@@ -45,7 +53,25 @@ RAW_VIDEO_TEXT_COLUMNS = [
 
 
 def ranges_of(context: AssetExecutionContext) -> list[AidRange]:
-    """The aid ranges this run materializes (one, or several for a range backfill)."""
+    """The aid ranges this run materializes (one, or several for a range backfill).
+
+    Only registered keys in use are ranges: a key added by hand in the UI that is not a range,
+    or that overlaps a range registered before it, fails the step before anything is written
+    (its rows would duplicate another range's videos).
+    """
+    registered = read_registered(
+        context.instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME)
+    )
+    ignored = {item.key: item.reason for item in registered.ignored}
+    bad = [key for key in context.partition_keys if key in ignored]
+    if bad:
+        raise Failure(
+            description=(
+                "not aid ranges in use: "
+                + "; ".join(f"{key!r} ({ignored[key]})" for key in bad)
+                + f". Nothing was written. {registered.problems()}"
+            )
+        )
     return [AidRange.from_key(key) for key in context.partition_keys]
 
 

@@ -19,6 +19,7 @@ from psycopg import sql
 
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import model_inputs
+from training_pipeline.defs.automation.in_flight import partitions_in_flight
 from training_pipeline.defs.automation.partition_sync import (
     latest_materializations,
     recorded_fingerprint,
@@ -27,7 +28,6 @@ from training_pipeline.defs.automation.partition_sync import (
 from training_pipeline.defs.automation.shared import (
     REASON_TAG,
     TRIGGER_TAG,
-    partitions_in_flight,
     range_order,
     recorded_tie_policy,
     tie_policy_run_config,
@@ -41,6 +41,7 @@ from training_pipeline.defs.keys import (
     embedding_cache_key,
     labelled_dataset_key,
     model_slug,
+    range_asset_keys,
     refresh_job_name,
 )
 from training_pipeline.defs.resources import (
@@ -104,7 +105,11 @@ def evaluate_new_labels(
 ) -> SensorResult | SkipReason:
     """One tick of `new_labels_sensor`."""
     instance = context.instance
-    registered = {r.key: r for r in registered_ranges(instance)}
+    registered_keys = registered_ranges(instance)
+    problems = registered_keys.problems()
+    if problems:  # ignored keys never stop the tick; they are reported in every one
+        context.log.warning(problems)
+    registered = {r.key: r for r in registered_keys.ranges}
     datasets = {
         name: {
             key: record
@@ -115,7 +120,9 @@ def evaluate_new_labels(
     }
     keys = range_order({key for records in datasets.values() for key in records})
     if not keys:
-        return SkipReason("no labelled dataset has been materialized yet")
+        return SkipReason(
+            "no labelled dataset has been materialized yet" + (f" ({problems})" if problems else "")
+        )
     with postgres.connect(repeatable_read=True) as connection:
         current = label_fingerprints(connection, video_source.tables, [registered[k] for k in keys])
         changed = {
@@ -127,7 +134,10 @@ def evaluate_new_labels(
             for name, records in datasets.items()
         }
         busy = partitions_in_flight(
-            instance, [LABELS_JOB_NAME, *(refresh_job_name(name) for name in model_names)]
+            instance,
+            registered_keys.ranges,
+            [LABELS_JOB_NAME, *(refresh_job_name(name) for name in model_names)],
+            {key for name in model_names for key in range_asset_keys(name)},
         )
         wanted = sorted({key for keys_ in changed.values() for key in keys_} - busy)
         texts = labelled_texts(connection, postgres.schema, video_source, wanted)
@@ -165,7 +175,9 @@ def evaluate_new_labels(
     for key in sorted({key for keys_ in changed.values() for key in keys_} & busy):
         context.log.info(f"{key}: new labels, but a run for it is in flight")
     if not requests:
-        return SkipReason("no new labels in any built aid range")
+        return SkipReason(
+            "no new labels in any built aid range" + (f" ({problems})" if problems else "")
+        )
     return SensorResult(run_requests=requests)
 
 

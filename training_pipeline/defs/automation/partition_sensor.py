@@ -1,6 +1,13 @@
 """`aid_ranges_sensor` (every 5 min, RUNNING by default: it launches no run): registers ranges
 for new aids above the last range and reports ranges gone *stale* (see `partition_sync`) as an
-observation of `sources/bilibili_metadata`."""
+observation of `sources/bilibili_metadata`.
+
+It registers the ranges itself, through the validated path `partitions sync` uses, rather than
+returning an add request: the daemon would apply such a request later without checking it
+against the ranges registered by then (another tick, a `partitions sync`), which could make two
+ranges overlap. Registered keys that are not usable ranges (anyone can add a key in the UI) are
+reported in every tick's log, and in the observation when first seen, with the command that
+removes them; they never stop the tick."""
 
 import json
 import time
@@ -17,13 +24,14 @@ from dagster import (
 
 from training_pipeline.defs.automation.partition_sync import (
     PlannedRange,
+    RangesChangedError,
     plan_registration,
+    register_ranges,
     registered_ranges,
     source_states,
 )
 from training_pipeline.defs.automation.shared import range_order
 from training_pipeline.defs.keys import AID_RANGES_SENSOR_NAME, VIDEO_METADATA_KEY
-from training_pipeline.defs.partitions import aid_ranges_partitions
 from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
 from training_pipeline.settings import load_settings
 
@@ -36,22 +44,26 @@ class RangesCursor:
 
     pending_since: float | None = None  # when unregistered aids (a partial range) were first seen
     stale: dict[str, str] = field(default_factory=dict)  # reported stale ranges: fingerprint
+    problems: str | None = None  # the ignored keys and gaps reported last
 
     @classmethod
     def parse(cls, raw: str | None) -> "RangesCursor":
         try:
             data = json.loads(raw) if raw else {}
             pending = data.get("pending_since")
+            problems = data.get("problems")
             return cls(
                 pending_since=float(pending) if pending is not None else None,
                 stale={str(k): str(v) for k, v in dict(data.get("stale") or {}).items()},
+                problems=str(problems) if problems is not None else None,
             )
         except (ValueError, TypeError, AttributeError):
             return cls()  # an unreadable cursor only means reporting everything once more
 
     def dumps(self) -> str:
         return json.dumps(
-            {"pending_since": self.pending_since, "stale": self.stale}, sort_keys=True
+            {"pending_since": self.pending_since, "stale": self.stale, "problems": self.problems},
+            sort_keys=True,
         )
 
 
@@ -66,7 +78,11 @@ def evaluate_aid_ranges(
     settings = load_settings()
     max_videos = settings.max_videos_per_range
     delay = settings.partial_range_delay_minutes * 60.0
-    registered = registered_ranges(context.instance)
+    registered_keys = registered_ranges(context.instance)
+    registered = registered_keys.ranges
+    problems = registered_keys.problems()
+    if problems:
+        context.log.warning(problems)
     with postgres.connect(repeatable_read=True) as connection:
         if not video_source.tables.metadata_table_exists(connection):
             return SensorResult(
@@ -95,14 +111,27 @@ def evaluate_aid_ranges(
                 "videos) before they get a range"
             )
 
+    not_registered = None
+    try:
+        added = set(register_ranges(context.instance, [p.key for p in new]))
+    except RangesChangedError as error:  # another registrar was quicker: plan again next tick
+        context.log.warning(str(error))
+        added, not_registered = set(), str(error)
+    new = [p for p in new if p.key in added]
+    if not_registered:
+        pending_since = cursor.pending_since  # a waiting partial range keeps the time it waited
+
     stale = {key: state.current for key, state in states.items() if state.stale}
     newly_stale = [key for key, fp in stale.items() if cursor.stale.get(key) != fp]
-    next_cursor = RangesCursor(pending_since=pending_since, stale=stale).dumps()
-    if not new and not newly_stale:
+    new_problems = problems if problems != cursor.problems else None
+    next_cursor = RangesCursor(pending_since=pending_since, stale=stale, problems=problems).dumps()
+    if not new and not newly_stale and not new_problems:
         return SensorResult(
             skip_reason=(
                 f"no new aid ranges ({len(registered)} registered); "
                 + (f"{len(stale)} stale, reported before" if stale else "none stale")
+                + (f"; {len(registered_keys.ignored)} keys ignored" if problems else "")
+                + (f"; {not_registered}" if not_registered else "")
             ),
             cursor=next_cursor,
         )
@@ -115,6 +144,7 @@ def evaluate_aid_ranges(
         description=(
             f"{len(new)} new aid ranges, {len(newly_stale)} newly stale "
             "(source rows changed since their raw_video_text materialization)"
+            + (f"; {problems}" if problems else "")
         ),
         metadata={
             "new_aid_ranges": MetadataValue.json([p.key for p in new]),
@@ -122,12 +152,14 @@ def evaluate_aid_ranges(
             "newly_stale_aid_ranges": MetadataValue.json(range_order(newly_stale)),
             "stale_aid_ranges": MetadataValue.json(range_order(stale)),
             "registered_aid_ranges": len(registered) + len(new),
+            "ignored_partition_keys": MetadataValue.json(
+                {item.key: item.reason for item in registered_keys.ignored}
+            ),
+            "aid_range_gaps": MetadataValue.json([gap.key for gap in registered_keys.gaps]),
+            "partition_key_problems": MetadataValue.text(problems or "none"),
         },
     )
-    requests = [aid_ranges_partitions.build_add_request([p.key for p in new])] if new else []
-    return SensorResult(
-        dynamic_partitions_requests=requests, asset_events=[observation], cursor=next_cursor
-    )
+    return SensorResult(asset_events=[observation], cursor=next_cursor)
 
 
 @sensor(

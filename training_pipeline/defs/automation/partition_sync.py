@@ -10,8 +10,9 @@ materialization recorded. A range is *stale* when it was materialized and its ro
 a video added inside it (e.g. a re-upload, whose new aid falls below the last range), removed or
 edited. A range never materialized is not stale but *unmaterialized*.
 
-The sensor and the schedule in `automation.py` and `training-pipeline partitions sync` use these
-functions; `sync_aid_ranges` is the demo's one-call registration.
+The sensors, the schedule and the `training-pipeline partitions` commands use these functions;
+`sync_aid_ranges` is the demo's one-call registration. Registered keys are read tolerantly: an
+invalid or overlapping key (the UI lets anyone add one) is reported and ignored, never fatal.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInsta
 
 from training_pipeline.core.aid_ranges import (
     AidRange,
-    parse_ranges,
+    RegisteredRanges,
     plan_new_ranges,
+    read_registered,
 )
 from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME, RAW_VIDEO_TEXT_KEY
 from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
@@ -38,9 +40,10 @@ from training_pipeline.storage.fingerprints import (
 _STORAGE_ID_CHUNK = 500
 
 
-def registered_ranges(instance: DagsterInstance) -> list[AidRange]:
-    """The registered ranges in aid order (an error if they overlap or leave a gap)."""
-    return parse_ranges(instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME))
+def registered_ranges(instance: DagsterInstance) -> RegisteredRanges:
+    """The registered ranges, read tolerantly (see `core.aid_ranges.read_registered`): `.ranges`
+    in aid order, and the ignored keys and gaps that `.problems()` reports."""
+    return read_registered(instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME))
 
 
 @dataclass(frozen=True)
@@ -71,18 +74,44 @@ def plan_registration(
     return [PlannedRange(r, n) for r, n in zip(planned, counts, strict=True)]
 
 
-def register_ranges(instance: DagsterInstance, keys: Sequence[str]) -> list[str]:
-    """Add `keys` after checking, against the ranges registered now, that none overlaps.
+class RangesChangedError(ValueError):
+    """The registered ranges changed since the new ones were planned; nothing was added."""
 
-    Returns the keys actually added (a key someone else registered meanwhile is skipped); raises
-    ValueError, adding nothing, if the ranges changed in a way that would make them overlap.
+
+def register_ranges(instance: DagsterInstance, keys: Sequence[str]) -> list[str]:
+    """Add `keys` after checking, against the ranges registered now, that each is used.
+
+    Returns the keys actually added (a key someone else registered meanwhile is skipped). Raises
+    `RangesChangedError`, leaving nothing of ours registered, if a key would overlap a range
+    registered meanwhile: checked before adding and again after, since another registrar (a
+    sensor tick, `partitions sync`) may have added an overlapping range at the same moment; of
+    two such keys the one registered first is used (`read_registered`), so the later one's
+    registrar removes its own.
     """
     current = instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME)
     new_keys = [key for key in keys if key not in set(current)]
-    parse_ranges([*current, *new_keys])
-    if new_keys:
-        instance.add_dynamic_partitions(AID_RANGES_PARTITIONS_NAME, new_keys)
+    _check_used(read_registered([*current, *new_keys]), new_keys, "registered")
+    if not new_keys:
+        return []
+    instance.add_dynamic_partitions(AID_RANGES_PARTITIONS_NAME, new_keys)
+    after = read_registered(instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME))
+    try:
+        _check_used(after, new_keys, "registered at the same moment")
+    except RangesChangedError:
+        for key in new_keys:
+            instance.delete_dynamic_partition(AID_RANGES_PARTITIONS_NAME, key)
+        raise
     return new_keys
+
+
+def _check_used(registered: RegisteredRanges, new_keys: Sequence[str], when: str) -> None:
+    rejected = [item for item in registered.ignored if item.key in set(new_keys)]
+    if rejected:
+        raise RangesChangedError(
+            "not registering aid ranges "
+            + "; ".join(f"{item.key} ({item.reason})" for item in rejected)
+            + f": the ranges {when} changed since they were planned; plan again"
+        )
 
 
 def latest_materializations(
@@ -187,6 +216,7 @@ class SyncReport:
     new: list[PlannedRange]
     stale: list[RangeState]
     unmaterialized: int | None  # ranges never materialized, new ones included (None: unchecked)
+    problems: str | None  # ignored registered keys and gaps, with how to fix them
 
 
 def sync_partitions(
@@ -198,7 +228,8 @@ def sync_partitions(
     check_stale: bool = True,
 ) -> SyncReport:
     """Register ranges for every aid above the last range now; report the stale ranges."""
-    registered = registered_ranges(instance)
+    registered_keys = registered_ranges(instance)
+    registered = registered_keys.ranges
     with postgres.connect(repeatable_read=True) as connection:
         planned = plan_registration(connection, video_source, registered, max_videos_per_range)
         states = (
@@ -212,6 +243,7 @@ def sync_partitions(
         new=[p for p in planned if p.key in added],
         stale=[state for state in states.values() if state.stale],
         unmaterialized=len(registered) - len(states) + len(added) if check_stale else None,
+        problems=registered_keys.problems(),
     )
 
 

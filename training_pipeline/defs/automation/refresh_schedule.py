@@ -17,6 +17,8 @@ from dagster import (
     schedule,
 )
 
+from training_pipeline.core.aid_ranges import RegisteredRanges
+from training_pipeline.defs.automation.in_flight import partitions_in_flight
 from training_pipeline.defs.automation.partition_sync import (
     latest_materializations,
     registered_ranges,
@@ -25,7 +27,6 @@ from training_pipeline.defs.automation.partition_sync import (
 from training_pipeline.defs.automation.shared import (
     REASON_TAG,
     TRIGGER_TAG,
-    partitions_in_flight,
     recorded_tie_policy,
     tie_policy_run_config,
 )
@@ -34,9 +35,9 @@ from training_pipeline.defs.keys import (
     LABELS_JOB_NAME,
     REFRESH_SCHEDULE_NAME,
     labelled_dataset_key,
+    range_asset_keys,
     refresh_job_name,
 )
-from training_pipeline.defs.partitions import aid_ranges_partitions
 from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
 from training_pipeline.settings import DEFAULT_REFRESH_CRON, SettingsError, env_var, load_settings
 
@@ -53,9 +54,10 @@ def changed_ranges(
     postgres: PostgresResource,
     video_source: VideoSourceResource,
     model_name: str,
+    registered_keys: RegisteredRanges,
 ) -> list[DueRange]:
     """Ranges whose `refresh_<model>` output is not up to date with their source rows."""
-    registered = registered_ranges(instance)
+    registered = registered_keys.ranges
     if not registered:
         return []
     with postgres.connect(repeatable_read=True) as connection:
@@ -92,8 +94,14 @@ def evaluate_refresh(
     """One tick of `refresh_changed_ranges`: a run per changed range, for `model_name`."""
     instance = context.instance
     job_name = refresh_job_name(model_name)
-    due = changed_ranges(instance, postgres, video_source, model_name)
-    busy = partitions_in_flight(instance, [job_name, LABELS_JOB_NAME])
+    registered = registered_ranges(instance)
+    problems = registered.problems()
+    if problems:  # ignored keys never stop the tick; they are reported in every one
+        context.log.warning(problems)
+    due = changed_ranges(instance, postgres, video_source, model_name, registered)
+    busy = partitions_in_flight(
+        instance, registered.ranges, [job_name, LABELS_JOB_NAME], range_asset_keys(model_name)
+    )
     datasets = latest_materializations(
         instance, labelled_dataset_key(model_name), [d.key for d in due]
     )
@@ -116,9 +124,10 @@ def evaluate_refresh(
     if not requests:
         if due:
             return SkipReason(f"{len(due)} changed aid ranges all have a run in flight")
-        if not instance.get_dynamic_partitions(aid_ranges_partitions.name):
-            return SkipReason("no aid ranges registered (see aid_ranges_sensor)")
-        return SkipReason("no aid range changed since its last materialization")
+        ignored = f" ({problems})" if problems else ""
+        if not registered.ranges:
+            return SkipReason(f"no aid ranges registered (see aid_ranges_sensor){ignored}")
+        return SkipReason(f"no aid range changed since its last materialization{ignored}")
     return requests
 
 

@@ -1,34 +1,16 @@
-"""What every automated run request shares: its tags, the in-flight guard (a range with a queued
-or running run is not requested again) and the run config that keeps a range's tie policy."""
+"""What every automated run request shares: its tags and the run config that keeps a range's tie
+policy (the in-flight guard is `in_flight`)."""
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from dagster import DagsterInstance, DagsterRunStatus, EventLogRecord, RunsFilter
+from dagster import EventLogRecord
 
 from training_pipeline.core.aid_ranges import AidRange
 from training_pipeline.defs.keys import labelled_dataset_key
 
-PARTITION_TAG = "dagster/partition"
 TRIGGER_TAG = "training_pipeline/trigger"
 REASON_TAG = "training_pipeline/reason"
-ACTIVE_RUN_STATUSES = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.MANAGED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.CANCELING,
-]
-
-
-def partitions_in_flight(instance: DagsterInstance, job_names: Iterable[str]) -> set[str]:
-    """Partition keys of queued or running runs of these jobs."""
-    keys: set[str] = set()
-    for job_name in job_names:
-        runs = instance.get_runs(RunsFilter(job_name=job_name, statuses=ACTIVE_RUN_STATUSES))
-        keys.update(run.tags[PARTITION_TAG] for run in runs if PARTITION_TAG in run.tags)
-    return keys
 
 
 def recorded_tie_policy(record: EventLogRecord | None) -> str | None:

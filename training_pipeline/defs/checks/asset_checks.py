@@ -2,7 +2,7 @@
 after every materialization (error rules are blocking), or over every stored range when the
 checks are executed on their own."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import psycopg
 from dagster import (
@@ -11,18 +11,23 @@ from dagster import (
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSpec,
+    DagsterInstance,
     multi_asset_check,
 )
 from psycopg import sql
 
 from training_pipeline.core.models_config import EmbeddingModelConfig
+from training_pipeline.defs.automation.partition_sync import latest_materializations
+from training_pipeline.defs.automation.shared import recorded_tie_policy
 from training_pipeline.defs.checks.rules import RULES, CheckTarget, inconsistent_share_within_bound
+from training_pipeline.defs.io_manager_lineage import materializations_of_writes
 from training_pipeline.defs.keys import (
     labelled_dataset_checks_name,
     labelled_dataset_key,
     labelled_dataset_table,
 )
 from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
+from training_pipeline.storage.partition_writes import read_writes
 
 
 def build_labelled_dataset_checks(
@@ -47,10 +52,20 @@ def build_labelled_dataset_checks(
         postgres: PostgresResource,
         video_source: VideoSourceResource,
     ) -> Iterator[AssetCheckResult]:
-        with postgres.connect() as connection:
+        # One repeatable-read transaction: every rule and the tie policies see one state.
+        with postgres.connect(repeatable_read=True) as connection:
             keys = checked_ranges(context, connection, postgres.schema, model_name)
+            policies = stored_tie_policies(
+                context.instance, connection, postgres.schema, model_name, keys
+            )
             target = CheckTarget(
-                connection, postgres.schema, model_name, model.dimensions, keys, video_source.tables
+                connection,
+                postgres.schema,
+                model_name,
+                model.dimensions,
+                keys,
+                video_source.tables,
+                tie_policies=policies,
             )
             for rule in RULES:
                 if AssetCheckKey(asset_key, rule.__name__) not in context.selected_asset_check_keys:
@@ -72,6 +87,26 @@ def build_labelled_dataset_checks(
                 )
 
     return [check_labelled_rows]
+
+
+def stored_tie_policies(
+    instance: DagsterInstance,
+    connection: psycopg.Connection,
+    schema: str,
+    model_name: str,
+    keys: Sequence[str],
+) -> dict[str, str | None]:
+    """Per range, the tie policy of the write whose rows are stored: from the materialization of
+    the run the write record names; where there is none (rows written before writes were
+    recorded, or by a run whose events are gone), from the latest materialization. A check
+    needs only the policy, so a missing lineage is no reason to fail it (a snapshot fails)."""
+    asset_key = labelled_dataset_key(model_name)
+    writes = read_writes(connection, schema, labelled_dataset_table(model_name), keys)
+    records = materializations_of_writes(instance, asset_key, writes, strict=False)
+    records.update(
+        latest_materializations(instance, asset_key, [k for k in keys if k not in records])
+    )
+    return {key: recorded_tie_policy(record) for key, record in records.items()}
 
 
 def checked_ranges(

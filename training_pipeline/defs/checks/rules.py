@@ -13,7 +13,7 @@ video with text has a row; no aid twice. Warning rule: the share of inconsistent
 under a bound (default 0.2, `TRAINING_PIPELINE_MAX_INCONSISTENT_SHARE`).
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,11 @@ SAMPLE = 10
 
 @dataclass(frozen=True)
 class CheckTarget:
-    """The stored rows a rule looks at: one model's labelled dataset, some aid ranges."""
+    """The stored rows a rule looks at: one model's labelled dataset, some aid ranges.
+
+    `tie_policies` holds, per range, the tie policy of the write whose rows are stored (see
+    `io_manager_lineage`); a range without one is checked as if ties must have rows.
+    """
 
     connection: psycopg.Connection
     schema: str
@@ -39,6 +43,7 @@ class CheckTarget:
     dimensions: int
     keys: Sequence[str]
     source_tables: SourceTables
+    tie_policies: Mapping[str, str | None] = field(default_factory=dict)
 
     @property
     def table(self) -> sql.Identifier:
@@ -120,6 +125,9 @@ def every_labelled_video_has_a_row(target: CheckTarget) -> RuleOutcome:
     sample: list[int] = []
     for key in target.keys:
         aid_range = AidRange.from_key(key)
+        # Only a range built with `exclude` may leave ties out; `negative` and `positive` label
+        # them, so a missing tied row is a missing row.
+        ties_may_be_missing = target.tie_policies.get(key) == "exclude"
         # A label row without a user is not a vote (see `labels`), so it makes no video labelled.
         query = sql.SQL(
             """
@@ -134,7 +142,7 @@ def every_labelled_video_has_a_row(target: CheckTarget) -> RuleOutcome:
             )
             SELECT v.aid FROM votes v
             JOIN {texts} t ON t.aid = v.aid AND t.aid_range = %(key)s AND t.text <> ''
-            WHERE v.positive <> v.negative
+            WHERE (NOT %(ties_may_be_missing)s OR v.positive <> v.negative)
               AND NOT EXISTS (
                   SELECT 1 FROM {table} d WHERE d.aid = v.aid AND d.aid_range = %(key)s)
             ORDER BY v.aid
@@ -144,7 +152,12 @@ def every_labelled_video_has_a_row(target: CheckTarget) -> RuleOutcome:
             texts=target.preprocessed,
             table=target.table,
         )
-        params = {"first": aid_range.first, "last": aid_range.last, "key": key}
+        params = {
+            "first": aid_range.first,
+            "last": aid_range.last,
+            "key": key,
+            "ties_may_be_missing": ties_may_be_missing,
+        }
         missing = [row[0] for row in target.connection.execute(query, params).fetchall()]
         if missing:
             failing[key] = len(missing)

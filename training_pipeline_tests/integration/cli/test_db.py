@@ -33,8 +33,8 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
-def test_db_stop_stops_the_embedded_server_that_outlived_its_command(tmp_path):
-    data_dir = tmp_path / "pgdata"
+def test_db_stop_stops_the_embedded_server_that_outlived_its_command(server_folder):
+    data_dir = server_folder / "pgdata"
     env = {**os.environ, "TRAINING_PIPELINE_PGDATA": str(data_dir)}
     started = subprocess.run(
         [sys.executable, "-c", START_AND_EXIT], env=env, capture_output=True, text=True, timeout=120
@@ -62,8 +62,8 @@ def test_db_stop_without_a_data_folder_is_not_running(tmp_path):
     assert not (tmp_path / "none").exists()
 
 
-def test_the_database_survives_a_restart_after_db_stop(tmp_path):
-    data_dir = tmp_path / "pgdata"
+def test_the_database_survives_a_restart_after_db_stop(server_folder):
+    data_dir = server_folder / "pgdata"
     env = {**os.environ, "TRAINING_PIPELINE_PGDATA": str(data_dir)}
     for _ in range(2):  # start, stop, start again on the same data
         started = subprocess.run(

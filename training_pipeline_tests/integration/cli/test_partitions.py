@@ -124,3 +124,38 @@ def test_bad_range_sizes_are_usage_errors(dagster_home, monkeypatch, capsys):
 def test_list_without_ranges_says_how_to_register_them(dagster_home, capsys):
     assert main(["partitions", "list"]) == 0
     assert "no aid ranges registered" in capsys.readouterr().out
+
+
+BAD_KEYS = ["abc", "5-3", "0-50"]  # not a range; first above last; overlaps 0-100
+REMOVE = "training-pipeline partitions remove abc 5-3 0-50"
+
+
+def test_bad_keys_are_reported_by_every_command_and_remove_cleans_them(
+    source_data, dagster_home, capsys
+):
+    with DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions(AID_RANGES_PARTITIONS_NAME, ["0-100", *BAD_KEYS])
+    for command in (["partitions", "list"], ["partitions", "sync"], ["backfill"]):
+        assert main(command) == 0, command
+        captured = capsys.readouterr()
+        assert f"Remove them with: {REMOVE}" in captured.err, command
+        assert "'0-50': overlaps 0-100, registered before it" in captured.err, command
+    assert main(["partitions", "list"]) == 0
+    assert set(table_rows(capsys.readouterr().out)) == {"0-100", "101-113000000000005"}
+
+    # Only registered keys, and ranges in use only when asked to.
+    assert main(["partitions", "remove", "nope", "--yes"]) == 1
+    assert "not registered: 'nope'; nothing removed" in capsys.readouterr().err
+    assert main(["partitions", "remove", "0-100", "abc", "--yes"]) == 2
+    assert "0-100 is a range in use" in capsys.readouterr().err
+    assert main(["partitions", "remove", *BAD_KEYS]) == 2  # no terminal, no --yes
+    assert "pass --yes" in capsys.readouterr().err
+    assert set(BAD_KEYS) <= set(registered())
+
+    assert main(["partitions", "remove", *BAD_KEYS, "--yes"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [f"removed {key!r}" for key in BAD_KEYS]
+    assert captured.err == ""
+    assert registered() == ["0-100", "101-113000000000005"]
+    assert main(["partitions", "list"]) == 0
+    assert capsys.readouterr().err == ""

@@ -82,3 +82,38 @@ def test_each_rule_fails_on_a_crafted_bad_partition_and_gates_snapshots(
         assert "snapshot blocked by failed checks" in message and rule in message
     else:  # a warning is recorded, but does not block
         assert outcome.success
+
+
+@pytest.mark.parametrize("policy", ["negative", "positive", "exclude"])
+def test_a_missing_tied_row_fails_unless_the_range_was_built_excluding_ties(
+    policy, source_data, database_url, instance, models_toml, defs_for, datasets_dir
+):
+    defs = defs_for(models_toml)
+    op = labelled_dataset_key(LOCAL).to_python_identifier()
+    built = run_range(defs, instance, KEY, LOCAL, {"ops": {op: {"config": {"tie_policy": policy}}}})
+    assert all(e.passed for e in built.get_asset_check_evaluations())
+    with psycopg.connect(database_url) as connection:  # video 4 is a 1:1 tie
+        connection.execute(f"DELETE FROM {TABLE} WHERE aid = 4")
+    missing = check_results(models_toml, datasets_dir, instance)["every_labelled_video_has_a_row"]
+    outcome = snapshot(defs, instance)
+    if policy == "exclude":  # its row was never written, and need not be
+        assert missing.passed and outcome.success
+    else:
+        assert not missing.passed
+        assert missing.metadata["sample_aids"].value == [4]
+        assert not outcome.success  # the snapshot's gate applies the range's policy too
+
+
+def test_checks_fall_back_to_the_latest_policy_when_the_writer_left_no_events(
+    source_data, database_url, instance, models_toml, defs_for, datasets_dir
+):
+    """Rows whose writer's events are not in this instance (another instance, a deleted run):
+    the checks still run, with the tie policy of the latest materialization."""
+    defs = defs_for(models_toml)
+    op = labelled_dataset_key(LOCAL).to_python_identifier()
+    run_range(defs, instance, KEY, LOCAL, {"ops": {op: {"config": {"tie_policy": "exclude"}}}})
+    with psycopg.connect(database_url) as connection:
+        connection.execute("UPDATE training_pipeline.partition_writes SET run_id = 'lost-run'")
+    results = check_results(models_toml, datasets_dir, instance)
+    assert results["every_labelled_video_has_a_row"].passed  # ties excluded, as built
+    assert [name for name, e in results.items() if not e.passed] == []

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -18,8 +19,17 @@ from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME
 from training_pipeline.defs.partitions import aid_ranges_partitions
 from training_pipeline.defs.resources import PostgresResource
 from training_pipeline.defs.table_schemas import column, partition_column, table_metadata
+from training_pipeline.storage.partition_writes import lock_partitions
 from training_pipeline.storage.table_io import read_table
 from training_pipeline.storage.vector_columns import vector_matrix
+from training_pipeline_tests.support.write_race import (
+    DEADLINE_SECONDS,
+    in_own_instance,
+    lock_waiters,
+    racing_writes,
+    run_together,
+    wait_for,
+)
 
 KEYS = ["0-99", "100-199", "200-299"]
 COLUMNS = [
@@ -237,25 +247,75 @@ def test_sigkill_during_a_partition_write_keeps_the_previous_rows(
     assert rows_by_partition(database_url) == before
 
 
-def test_writes_of_different_partitions_do_not_block_each_other(database_url, instance, partitions):
+def test_two_writes_of_one_partition_at_once_leave_exactly_one_set_of_rows(
+    database_url, instance, partitions, monkeypatch
+):
+    write(instance, KEYS[0], rows=3)
+    # Both writers are held after their delete until the other one has deleted too (the race
+    # without a lock) or waits for the partition's lock (with it).
+    with racing_writes(monkeypatch, database_url) as race:
+        results = run_together(
+            lambda: in_own_instance(KEYS, lambda own: write(own, KEYS[0], rows=2, version=2)),
+            lambda: in_own_instance(KEYS, lambda own: write(own, KEYS[0], rows=2, version=3)),
+        )
+    assert race.arrived == 2 and all(result.success for result in results)
+    rows = rows_by_partition(database_url)[KEYS[0]]
+    assert [aid for aid, _, _ in rows] == [0, 1]  # one set of rows, not both
+    assert rows in (
+        [(0, "v2", "[2,2,2,2]"), (1, None, "[2,2,2,2]")],
+        [(0, "v3", "[3,3,3,3]"), (1, None, "[3,3,3,3]")],
+    )
+    with psycopg.connect(database_url) as connection:
+        (write_record,) = connection.execute(
+            "SELECT run_id, row_count FROM training_pipeline.partition_writes"
+            " WHERE table_name = 'vector_rows' AND partition_key = %s",
+            (KEYS[0],),
+        ).fetchall()
+    winner = next(r for r in results if rows[0][1] == f"v{version_of(r)}")
+    assert write_record == (winner.run_id, 2)  # the record names the run whose rows are stored
+
+
+def version_of(result) -> int:
+    return result.dagster_run.run_config["ops"]["vector_rows"]["config"]["version"]
+
+
+def hold_partition_lock(url: str, key: str) -> psycopg.Connection:
+    """Another writer half-way through replacing `key`: its lock taken, its rows deleted and new
+    ones inserted, not committed."""
+    other = psycopg.connect(url)
+    lock_partitions(other, "training_pipeline", "vector_rows", [key])
+    other.execute("DELETE FROM training_pipeline.vector_rows WHERE aid_range = %s", (key,))
+    other.execute(
+        "INSERT INTO training_pipeline.vector_rows VALUES (%s, %s, 'other', '[7,7,7,7]')",
+        (int(key.split("-")[0]) + 5, key),
+    )
+    return other
+
+
+def test_a_held_partition_lock_blocks_its_partition_only(database_url, instance, partitions):
     write(instance, KEYS[0], rows=3)
     write(instance, KEYS[1], rows=3)
-    # Another writer is half-way through replacing partition 0: rows deleted, new ones not
-    # committed. Partition 1 must still be writable meanwhile, and both results must hold.
-    other = psycopg.connect(database_url)
-    other.execute("DELETE FROM training_pipeline.vector_rows WHERE aid_range = %s", (KEYS[0],))
-    other.execute(
-        "INSERT INTO training_pipeline.vector_rows VALUES (5, %s, 'other', '[7,7,7,7]')",
-        (KEYS[0],),
-    )
-    other.execute("SET statement_timeout = '20s'")
-    started = time.monotonic()
-    write(instance, KEYS[1], rows=2, version=2)
-    assert time.monotonic() - started < 15
-    other.commit()
-    other.close()
+    other = hold_partition_lock(database_url, KEYS[0])
+    try:
+        # Another partition is written while partition 0's lock is held (a hang would fail here).
+        (result,) = run_together(lambda: write(instance, KEYS[1], rows=2, version=2))
+        assert result.success
+        # A writer of partition 0 waits for the lock ...
+        blocked = threading.Thread(
+            target=in_own_instance,
+            args=(KEYS, lambda own: write(own, KEYS[0], rows=1, version=4)),
+            daemon=True,
+        )
+        blocked.start()
+        wait_for(lambda: lock_waiters(database_url) == 1, "the writer to wait")
+        assert blocked.is_alive()
+        other.commit()  # ... and replaces the other writer's rows once it has committed.
+        blocked.join(timeout=DEADLINE_SECONDS)
+        assert not blocked.is_alive()
+    finally:
+        other.close()
     after = rows_by_partition(database_url)
-    assert after[KEYS[0]] == [(5, "other", "[7,7,7,7]")]
+    assert after[KEYS[0]] == [(0, None, "[4,4,4,4]")]
     assert after[KEYS[1]] == [(100, "v2", "[2,2,2,2]"), (101, None, "[2,2,2,2]")]
 
 

@@ -14,9 +14,9 @@ from training_pipeline.defs.keys import (
 )
 from training_pipeline_tests.support.automation_helpers import (
     add_video,
-    apply_partition_requests,
     execute,
     materialize_raw_text,
+    registered_by_tick,
     reregister,
     sensor_tick,
 )
@@ -48,7 +48,7 @@ def test_sync_sensor_registers_bounded_contiguous_ranges_for_new_aids(
     defs = defs_for(models_toml)
 
     first = sensor_tick(defs, instance, AID_RANGES_SENSOR_NAME)
-    added = apply_partition_requests(instance, first)
+    added = registered_by_tick(instance, [], first)
     assert added == [
         "0-4",
         "5-8",
@@ -68,7 +68,7 @@ def test_sync_sensor_registers_bounded_contiguous_ranges_for_new_aids(
     add_video(database_url, BIG + 11, "新视频")
     add_video(database_url, BIG + 10, "另一个新视频")
     third = sensor_tick(defs, instance, AID_RANGES_SENSOR_NAME, again.cursor)
-    assert apply_partition_requests(instance, third) == ["113000000000006-113000000000011"]
+    assert registered_by_tick(instance, added, third) == ["113000000000006-113000000000011"]
     keys = instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME)
     parse_ranges(keys)
     assert max(videos_per_range(keys, [*aids, BIG + 10, BIG + 11]).values()) == 4
@@ -86,7 +86,7 @@ def test_a_partial_range_waits_for_the_delay_but_full_ranges_do_not(
         add_video(database_url, BIG + offset, f"视频 {offset}")
 
     first = sensor_tick(defs, instance, AID_RANGES_SENSOR_NAME)
-    assert apply_partition_requests(instance, first) == ["113000000000101-113000000000203"]
+    assert registered_by_tick(instance, RANGE_KEYS, first) == ["113000000000101-113000000000203"]
     waiting = sensor_tick(defs, instance, AID_RANGES_SENSOR_NAME, first.cursor)
     assert not waiting.dynamic_partitions_requests
 
@@ -94,7 +94,8 @@ def test_a_partial_range_waits_for_the_delay_but_full_ranges_do_not(
     assert cursor["pending_since"] is not None
     cursor["pending_since"] = time.time() - 361 * 60  # first seen more than 360 minutes ago
     late = sensor_tick(defs, instance, AID_RANGES_SENSOR_NAME, json.dumps(cursor))
-    assert apply_partition_requests(instance, late) == ["113000000000204-113000000000204"]
+    before = [*RANGE_KEYS, "113000000000101-113000000000203"]
+    assert registered_by_tick(instance, before, late) == ["113000000000204-113000000000204"]
     assert json.loads(late.cursor)["pending_since"] is None
     parse_ranges(instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME))
 

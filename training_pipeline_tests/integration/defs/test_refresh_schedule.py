@@ -4,8 +4,7 @@ runs providing the "last materialized" state: exactly the changed ranges, never 
 from __future__ import annotations
 
 import psycopg
-import pytest
-from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus
+from dagster import AssetKey, DagsterRun, DagsterRunStatus
 
 from training_pipeline.defs.keys import (
     REFRESH_SCHEDULE_NAME,
@@ -29,15 +28,6 @@ REMOTE = "e5-remote"
 
 
 THREE_RANGES = ["0-5", "6-100", "101-113000000000100"]
-
-
-@pytest.fixture
-def persistent_instance(tmp_path):
-    """A SQLite-backed instance: schedule contexts need one (they re-open it from its ref)."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with DagsterInstance.local_temp(tempdir=str(home)) as dagster_instance:
-        yield dagster_instance
 
 
 def test_schedule_requests_exactly_the_changed_ranges(

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 
+import psycopg
 import pyarrow.parquet as pq
 from dagster import AssetCheckResult, AssetKey, asset_check, materialize
 
+from training_pipeline.defs.assets import snapshot_read
 from training_pipeline.defs.keys import (
     dataset_snapshot_key,
     embedding_cache_key,
     labelled_dataset_key,
 )
 from training_pipeline.defs.partitions import aid_ranges_partitions
+from training_pipeline_tests.integration.defs.test_checks import snapshot as try_snapshot
 from training_pipeline_tests.support.sample_rows import BIG, EXPECTED_LABELS, RANGE_KEYS
 from training_pipeline_tests.unit.core.test_splits import expected_split
 
@@ -198,3 +202,66 @@ def test_snapshot_without_checks_records_an_empty_dict(
     assert sidecar["aid_ranges"] == [RANGE_KEYS[1]]
     assert sidecar["partitions"][RANGE_KEYS[1]]["rows"] == 2
     assert sidecar["partitions"][RANGE_KEYS[1]]["materialized_rows"] == 4
+
+
+def test_a_range_rebuilt_between_the_gate_and_the_read_does_not_change_what_the_snapshot_reads(
+    source_data, database_url, instance, models_toml, defs_for, datasets_dir: Path, monkeypatch
+):
+    """The snapshot's gate and read are one repeatable-read transaction: a rebuild committed
+    while the snapshot is between them is invisible to it, and the lineage it records is the
+    write whose rows it read."""
+    defs = defs_for(models_toml)
+    key = RANGE_KEYS[0]
+    old = run_range(defs, instance, key)  # ties labelled negative: aid 4 in
+    exclude = {"ops": {labelled_dataset_key(LOCAL).to_python_identifier(): {"config": {
+        "tie_policy": "exclude"}}}}  # fmt: skip
+    rebuilt: list = []
+    gate = snapshot_read.quality_gate
+
+    def gate_then_rebuild(target):
+        outcome = gate(target)
+        # The rebuild commits now, from another thread (as another run would), before the read.
+        worker = threading.Thread(
+            target=lambda: rebuilt.append(run_range(defs, instance, key, exclude, False))
+        )
+        worker.start()
+        worker.join(timeout=300)
+        assert rebuilt and rebuilt[0].success
+        return outcome
+
+    monkeypatch.setattr(snapshot_read, "quality_gate", gate_then_rebuild)
+    snapshot(defs, instance, dataset_id="during-rebuild", aid_ranges=[key])
+    monkeypatch.setattr(snapshot_read, "quality_gate", gate)
+    snapshot(defs, instance, dataset_id="after-rebuild", aid_ranges=[key])
+
+    for dataset_id, run, policy, has_tie in (
+        ("during-rebuild", old, "negative", True),
+        ("after-rebuild", rebuilt[0], "exclude", False),
+    ):
+        aids = pq.read_table(datasets_dir / f"{dataset_id}.parquet").column("aid").to_pylist()
+        sidecar = json.loads((datasets_dir / f"{dataset_id}.metadata.json").read_text("utf-8"))
+        entry = sidecar["partitions"][key]
+        assert (4 in aids) is has_tie  # the rows are those of one write ...
+        assert entry["run_id"] == run.run_id  # ... and the lineage names that write
+        assert entry["tie_policy"] == policy == sidecar["tie_policy"]
+        assert (
+            entry["data_version"]
+            == materialization_of(instance, run.run_id).tags["dagster/data_version"]
+        )
+        assert entry["rows"] == len(aids) == entry["materialized_rows"]
+
+
+def test_rows_whose_writer_logged_no_materialization_block_the_snapshot(
+    source_data, database_url, instance, models_toml, defs_for
+):
+    """A writer that died between its commit and its event leaves rows nobody can name."""
+    defs = defs_for(models_toml)
+    run_range(defs, instance, RANGE_KEYS[0])
+    with psycopg.connect(database_url) as connection:
+        connection.execute("UPDATE training_pipeline.partition_writes SET run_id = 'lost-run'")
+    result = try_snapshot(defs, instance)
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    message = failure.event_specific_data.error.message
+    assert f"partitions {RANGE_KEYS[0]} were written by run lost-run" in message
+    assert "recorded no materialization of them (the run ended)" in message

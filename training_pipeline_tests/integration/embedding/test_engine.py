@@ -31,6 +31,7 @@ from training_pipeline_tests.support.embedding_fixtures import (
     model_settings,
 )
 from training_pipeline_tests.support.embedding_server import FAULTS, server_token_count
+from training_pipeline_tests.support.virtual_clock import VirtualClock
 
 fault_server = embedding_fixtures.fault_server
 
@@ -77,24 +78,45 @@ def test_retry_after_is_honoured_and_the_limiter_slows_down(fault_server, header
     arrivals = fault_server.stats.arrivals
     assert [status for _, _, status in arrivals] == ["429", "200", "200"]
     assert arrivals[1][0] - arrivals[0][0] >= wait  # not a moment sooner
-    assert limiter.factor() < 1.0  # and the limiter is still pacing below the configured rate
+    # ... and the limiter slowed down at the 429 (read at that moment: it recovers over 30 s).
+    assert limiter.factor(now=arrivals[0][0]) < 1.0
+
+
+def paced_by(fault_server, **limits) -> RateLimiter:
+    """A limiter that shares a virtual clock with the server's rate-limit window (see
+    `virtual_clock`): whether a request is within the limit depends on the limiter's schedule
+    only, never on how quickly a loaded machine runs the request threads."""
+    clock = VirtualClock()
+    fault_server.window_clock = clock.now
+    return RateLimiter(clock=clock.now, wait=clock.wait, **limits)
+
+
+def hold_first_request_until_a_second_arrives(fault_server) -> None:
+    """Concurrency shown by the server, not by timing: the first request is answered only once
+    a second one is in flight (a client that sends one at a time makes it wait the deadline)."""
+    second = threading.Event()
+
+    def on_request(number: int, _texts: list[str]) -> None:
+        if number == 1:
+            second.wait(timeout=60)
+        else:
+            second.set()
+
+    fault_server.on_request = on_request
 
 
 def test_runs_concurrently_at_the_configured_rate_without_any_429(fault_server):
-    # The server allows 40 requests per sliding 4 s window (600/min) and answers in 200 ms;
-    # sequential requests could not even reach half of that rate. 44 requests overrun the window.
-    # The client is configured 15% below the server's limit: the window is 4 s here (60 s in
-    # production), so thread-scheduling hiccups on a loaded 2-core CI machine would otherwise
-    # be a large share of it. The rate achieved at the full limit is measured by the benchmark.
+    # The server allows 40 requests per sliding 4 s window (600/min) and answers in 200 ms; 44
+    # requests overrun the window. The client is paced at 510/min by a limiter on the window's
+    # own virtual clock: at most 34 starts per window, plus 4 in flight (see `virtual_clock`).
+    # The rate reached at the full limit in real time is measured by the benchmark.
     fault_server.latency = 0.2
     fault_server.requests_per_minute, fault_server.window_seconds = 40, 4.0
+    hold_first_request_until_a_second_arrives(fault_server)
     texts = chinese_texts(44)
+    limiter = paced_by(fault_server, requests_per_minute=510, max_concurrent=4, window_seconds=4.0)
     stats, sink = run(
-        fault_server,
-        texts,
-        max_inputs_per_request=1,
-        requests_per_minute=510,
-        max_concurrent_requests=4,
+        fault_server, texts, limiter=limiter, max_inputs_per_request=1, max_concurrent_requests=4
     )
     assert sink.complete and stats.requests == 44
     assert fault_server.stats.rate_limited == 0 and stats.retries == 0
@@ -104,13 +126,14 @@ def test_runs_concurrently_at_the_configured_rate_without_any_429(fault_server):
 def test_tokens_per_minute_pacing_by_the_corrected_count_gets_no_429(fault_server):
     # The server allows 1,400 of its own tokens per sliding 1.5 s window; the texts hold about
     # 2,000, so the run must spread them over more than one window. The client is told the
-    # same window (60 s in production) and a limit 15% lower, for scheduling jitter (see above).
+    # same window (60 s in production) and a limit 15% lower, on the window's virtual clock,
+    # with 2 requests in flight (one request's tokens of slack, see `virtual_clock`).
     texts = chinese_texts(40)
     assert sum(server_token_count(text) for text in texts) > 1_400 * 1.4
     fault_server.tokens_per_minute, fault_server.window_seconds = 1_400, 1.5
-    limiter = RateLimiter(tokens_per_minute=47_600, max_concurrent=4, window_seconds=1.5)
+    limiter = paced_by(fault_server, tokens_per_minute=47_600, max_concurrent=2, window_seconds=1.5)
     stats, sink = run(
-        fault_server, texts, limiter=limiter, max_inputs_per_request=2, max_concurrent_requests=4
+        fault_server, texts, limiter=limiter, max_inputs_per_request=2, max_concurrent_requests=2
     )
     assert sink.complete
     assert fault_server.stats.rate_limited == 0 and stats.retries == 0
@@ -118,11 +141,13 @@ def test_tokens_per_minute_pacing_by_the_corrected_count_gets_no_429(fault_serve
 
 
 def test_without_a_configured_limit_429s_are_absorbed_by_retries(fault_server):
-    # Counterpart of the test above: the same server does refuse an unpaced client.
+    # Counterpart of the test above: the same server does refuse an unpaced client. On the
+    # shared virtual clock an unpaced client's requests all arrive at one instant, so the 11th
+    # is refused however slowly the machine runs; the Retry-After pause moves the clock on.
     fault_server.latency = 0.1
     fault_server.requests_per_minute, fault_server.window_seconds = 10, 1.0
     texts = chinese_texts(16)
-    limiter = RateLimiter(max_concurrent=4)
+    limiter = paced_by(fault_server, max_concurrent=4)
     stats, sink = run(
         fault_server, texts, limiter=limiter, max_inputs_per_request=1, max_concurrent_requests=4
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import re
 import statistics
-import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
@@ -104,12 +103,6 @@ def test_different_seed_gives_different_output() -> None:
 def test_sample_data_is_frozen(data: SampleData) -> None:
     with pytest.raises(AttributeError):
         data.videos = []  # type: ignore[misc]
-
-
-def test_generation_is_fast() -> None:
-    start = time.perf_counter()
-    generate_sample_data()
-    assert time.perf_counter() - start < 1.0
 
 
 # --- Metadata rows --------------------------------------------------------------------------

@@ -212,6 +212,7 @@ def _check_schema(
             ).fetchall()
         except psycopg.Error as error:
             yield fail("embedding cache", f"table {schema}.{CACHE_TABLE}: {_first_line(error)}")
+            yield skip("cache imports", f"the table {schema}.{CACHE_TABLE} cannot be read")
             return
         total = sum(count for *_, count in counts)
         per_model = ", ".join(f"{model} {dims}-d: {count:,}" for model, dims, count in counts)

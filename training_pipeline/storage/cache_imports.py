@@ -191,8 +191,9 @@ def load_import(connection: psycopg.Connection, schema: str, key: ImportKey) -> 
 
 
 def start_import(connection: psycopg.Connection, schema: str, key: ImportKey) -> ImportRecord:
-    """The import's record, created if new; a finished one is marked running again (it goes on
-    with source rows added after it finished)."""
+    """The import's record, created (running, no batch done) if new; an existing one is left as
+    it is: its next batch marks it running again (`record_batch`), and a re-run that finds no
+    new source row leaves it finished."""
     with connection.transaction():
         connection.execute(
             sql.SQL(

@@ -196,6 +196,17 @@ def test_each_row_is_imported_or_rejected_once_and_a_second_import_adds_nothing(
     assert text_checksum(TEXTS[36]) in cache_rows(database_url)
 
 
+def test_a_dry_run_into_a_database_no_run_has_used_creates_nothing(
+    database_url, models_file, capsys
+):
+    create_old_table(database_url)
+    insert_old_rows(database_url, [vector_row(SOURCE, text) for text in TEXTS[:3]])
+    assert run_import(models_file, "--dry-run") == 0
+    assert "would import 3, already cached 0, rejected 0, of 3 rows" in capsys.readouterr().out
+    with psycopg.connect(database_url) as connection:
+        assert connection.execute("SELECT to_regnamespace(%s)", (SCHEMA,)).fetchone()[0] is None
+
+
 def test_only_a_unique_index_that_covers_the_import_rules_duplicates_out(database_url):
     create_old_table(database_url, with_dimensions=False, unique=True, table="internal.older")
     create_old_table(database_url, with_dimensions=True, unique=True)

@@ -1,3 +1,4 @@
+# Over 300 lines: one table of mixed rows and its helpers serve every import scenario here.
 """`cache import` against a real old-service table in the real test database: every source row is
 imported, found cached or rejected with its reason, exactly once; a dry run counts the same and
 writes nothing; a second import adds nothing and a later one only the rows added since; a process

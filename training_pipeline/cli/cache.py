@@ -1,4 +1,5 @@
-"""`training-pipeline cache drop MODEL [--yes]`: delete one model's cached vectors.
+"""`training-pipeline cache drop MODEL [--yes]`: delete one model's cached vectors (and
+`cache import`, in `cli.cache_import`: the old service's vectors into the cache).
 
 The way out when a model's configuration changed under the same name (the runs refuse the old
 vectors, naming the changed fields) and the old vectors are not wanted: after the drop, the
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from training_pipeline.cli import cache_import
 from training_pipeline.cli.common import confirmed
 
 PROGRESS_EVERY_ROWS = 100_000
@@ -22,6 +24,7 @@ def command_cache_drop(args: argparse.Namespace) -> int:
 
     from training_pipeline.cli.common import database_resources
     from training_pipeline.core.models_config import ModelsConfigError, is_model_name
+    from training_pipeline.storage.cache_imports import forget_imports
     from training_pipeline.storage.connection import open_connection, table_exists
     from training_pipeline.storage.embedding_cache import CACHE_TABLE, ensure_cache_tables
     from training_pipeline.storage.model_registry import count_model_rows, drop_model_cache
@@ -62,16 +65,20 @@ def command_cache_drop(args: argparse.Namespace) -> int:
                 reported = deleted
 
         counts = drop_model_cache(connection, schema, CACHE_TABLE, model, progress)
+        # The imports' progress went with the vectors: a new import starts from the first row.
+        imports = forget_imports(connection, schema, model)
+    entries = (
+        f"{counts.registry_entries} registry entr{'y' if counts.registry_entries == 1 else 'ies'}"
+    )
     print(
-        f"deleted {counts.rows:,} cached vectors of model {model!r} and "
-        f"{counts.registry_entries} registry entr{'y' if counts.registry_entries == 1 else 'ies'} "
-        f"from {where}"
+        f"deleted {counts.rows:,} cached vectors of model {model!r}, {entries} and {imports} "
+        f"import record{'' if imports == 1 else 's'} from {where}"
     )
     return 0
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """`cache drop MODEL [--yes]`."""
+    """`cache drop MODEL [--yes]`, `cache import ...` (see `cli.cache_import`)."""
     cache = commands.add_parser("cache", help="the embedding cache")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
     drop = cache_commands.add_parser(
@@ -81,3 +88,4 @@ def register(commands: argparse._SubParsersAction) -> None:
     drop.add_argument("model", help="the model's name (as in embedding_models.toml)")
     drop.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     drop.set_defaults(handler=command_cache_drop)
+    cache_import.register(cache_commands)

@@ -28,12 +28,13 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-def database_resources():
+def database_resources(models_config_path: Path | None = None):
     """The code location's `postgres` and `video_source` resources (its resource config
-    included): commands read the aid ranges the way the runs do."""
+    included, for that models file, else the default one): commands read the aid ranges and
+    the cache the way the runs do."""
     from training_pipeline.definitions import build_definitions
 
-    resources = build_definitions().resources
+    resources = build_definitions(models_config_path).resources
     return resources["postgres"], resources["video_source"]
 
 

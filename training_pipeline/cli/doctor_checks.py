@@ -18,6 +18,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from training_pipeline.cli.cache_import import utc
+from training_pipeline.storage.cache_imports import CACHE_IMPORTS_TABLE, FINISHED, list_imports
 from training_pipeline.storage.embedding_cache import CACHE_TABLE
 
 if TYPE_CHECKING:  # the resources are Dagster's; the checks only call their methods
@@ -79,7 +81,14 @@ def check_database(
     postgres: PostgresResource, video_source: VideoSourceResource
 ) -> Iterator[CheckOutcome]:
     """Database reachable, pgvector, the pipeline's schema and cache table, the source tables."""
-    dependent = ["pgvector", "schema", "embedding cache", "metadata table", "labels table"]
+    dependent = [
+        "pgvector",
+        "schema",
+        "embedding cache",
+        "cache imports",
+        "metadata table",
+        "labels table",
+    ]
     try:
         url = postgres.url()
         where = postgres.describe()
@@ -163,6 +172,7 @@ def _check_schema(
     except ValueError as error:
         yield fail("schema", str(error))
         yield skip("embedding cache", "the schema name is invalid")
+        yield skip("cache imports", "the schema name is invalid")
         return
     name = f"schema {schema}"
     exists = connection.execute("SELECT to_regnamespace(%s) IS NOT NULL", (schema,)).fetchone()[0]
@@ -190,6 +200,7 @@ def _check_schema(
         yield ok(
             "embedding cache", f"table {schema}.{CACHE_TABLE} missing, the first run creates it"
         )
+        yield _check_imports(connection, schema)
         return
     table = sql.Identifier(schema, CACHE_TABLE)
     if connection.execute("SELECT to_regclass(%s)", (table.as_string(connection),)).fetchone()[0]:
@@ -201,6 +212,7 @@ def _check_schema(
             ).fetchall()
         except psycopg.Error as error:
             yield fail("embedding cache", f"table {schema}.{CACHE_TABLE}: {_first_line(error)}")
+            yield skip("cache imports", f"the table {schema}.{CACHE_TABLE} cannot be read")
             return
         total = sum(count for *_, count in counts)
         per_model = ", ".join(f"{model} {dims}-d: {count:,}" for model, dims, count in counts)
@@ -213,6 +225,34 @@ def _check_schema(
         yield ok(
             "embedding cache", f"table {schema}.{CACHE_TABLE} missing, the first run creates it"
         )
+    yield _check_imports(connection, schema)
+
+
+def _check_imports(connection: psycopg.Connection, schema: str) -> CheckOutcome:
+    """The old service's vectors imported so far (`cache import`), one clause per import."""
+    try:
+        records = list_imports(connection, schema)
+    except psycopg.Error as error:
+        return fail("cache imports", f"table {schema}.{CACHE_IMPORTS_TABLE}: {_first_line(error)}")
+    if not records:
+        return ok("cache imports", "none recorded (`training-pipeline cache import`)")
+    clauses = []
+    for record in records:
+        key = record.key
+        if record.state == FINISHED and record.finished_at is not None:
+            when = f"finished {utc(record.finished_at)}"
+        else:
+            done = "no batch" if record.last_id is None else f"up to source id {record.last_id:,}"
+            when = (
+                f"not finished ({done} at {utc(record.updated_at)}; running now, or interrupted: "
+                "run it again to resume)"
+            )
+        clauses.append(
+            f"{key.source_table} {key.source_model!r} -> {key.model} {key.dimensions}-d, "
+            f"started {utc(record.started_at)}, {when}: "
+            f"{record.counts.describe(key.dimensions)}, of {record.counts.rows:,} rows"
+        )
+    return ok("cache imports", "; ".join(clauses))
 
 
 def _check_table(

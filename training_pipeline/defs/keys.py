@@ -18,6 +18,7 @@ from __future__ import annotations
 from dagster import AssetKey
 
 from training_pipeline.core.models_config import model_slug
+from training_pipeline.storage.cache_imports import CACHE_IMPORTS_TABLE
 from training_pipeline.storage.embedding_cache import CACHE_TABLE
 from training_pipeline.storage.evaluations import (
     EVALUATION_PREDICTIONS_TABLE,
@@ -25,9 +26,10 @@ from training_pipeline.storage.evaluations import (
 )
 from training_pipeline.storage.model_registry import REGISTRY_TABLE
 
-# Re-exported: the cache, registry and evaluation tables are storage's own names (storage has no
-# Dagster).
+# Re-exported: the cache, registry, import and evaluation tables are storage's own names (storage
+# has no Dagster).
 __all__ = [
+    "CACHE_IMPORTS_TABLE",
     "CACHE_TABLE",
     "EVALUATION_PREDICTIONS_TABLE",
     "EVALUATION_RUNS_TABLE",

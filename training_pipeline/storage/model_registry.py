@@ -26,6 +26,7 @@ import psycopg
 from psycopg import sql
 
 from training_pipeline.core.model_identity import ModelIdentity, canonical_json, describe_changes
+from training_pipeline.storage.connection import table_exists
 
 REGISTRY_TABLE = "embedding_models"
 BATCH_ROWS = 5_000
@@ -93,6 +94,14 @@ def _tables(schema: str, cache_table: str) -> _Tables:
     return _Tables(sql.Identifier(schema, cache_table), sql.Identifier(schema, REGISTRY_TABLE))
 
 
+def _registered_row(tables: _Tables) -> sql.Composed:
+    """The registry row of (model, dimensions): fingerprint, identity, state, since (UTC)."""
+    return sql.SQL(
+        "SELECT fingerprint, identity, state, created_at AT TIME ZONE 'UTC' FROM {}"
+        " WHERE model = %s AND dimensions = %s"
+    ).format(tables.registry)
+
+
 def claim_model(
     connection: psycopg.Connection,
     schema: str,
@@ -108,10 +117,7 @@ def claim_model(
     """
     tables = _tables(schema, cache_table)
     key = (identity.model, identity.dimensions)
-    select = sql.SQL(
-        "SELECT fingerprint, identity, state, created_at AT TIME ZONE 'UTC' FROM {}"
-        " WHERE model = %s AND dimensions = %s"
-    ).format(tables.registry)
+    select = _registered_row(tables)
     with connection.transaction():
         registered = connection.execute(select, key).fetchone()
         if registered is None:  # the first claim: are there rows from before fingerprints?
@@ -135,14 +141,36 @@ def claim_model(
                 ),
             )
             registered = connection.execute(select, key).fetchone()
+    _refuse_another(identity, registered)
+    if registered[2] != _ADOPTING:
+        return 0
+    return _adopt_legacy_rows(connection, tables, identity, warn)
+
+
+def _refuse_another(identity: ModelIdentity, registered: tuple) -> None:
+    """Raise if the registry row (fingerprint, identity, state, since) is not `identity`'s."""
     fingerprint, stored, state, since = registered
     if state == _DROPPING:
         raise drop_in_progress(identity.model)
     if fingerprint != identity.fingerprint:
         raise ModelFingerprintMismatch(identity, stored, fingerprint, since)
-    if state != _ADOPTING:
-        return 0
-    return _adopt_legacy_rows(connection, tables, identity, warn)
+
+
+def preview_claim(
+    connection: psycopg.Connection, schema: str, cache_table: str, identity: ModelIdentity
+) -> bool:
+    """What `claim_model` would do, changing nothing (for a dry run): raises what it would
+    raise; returns whether it would adopt rows that predate fingerprints (as `identity`'s)."""
+    tables = _tables(schema, cache_table)
+    if not table_exists(connection, tables.registry):
+        return table_exists(connection, tables.cache)  # an old cache: its rows would be adopted
+    registered = connection.execute(
+        _registered_row(tables), (identity.model, identity.dimensions)
+    ).fetchone()
+    if registered is None:
+        return True
+    _refuse_another(identity, registered)
+    return registered[2] == _ADOPTING
 
 
 def _adopt_legacy_rows(

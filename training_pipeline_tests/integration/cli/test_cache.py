@@ -62,7 +62,7 @@ def test_cache_drop_deletes_one_models_vectors_after_confirmation(database_url, 
 
     assert main(["cache", "drop", "old-e5", "--yes"]) == 0
     output = capsys.readouterr().out
-    assert "deleted 7 cached vectors of model 'old-e5' and 1 registry entry" in output
+    assert "deleted 7 cached vectors of model 'old-e5', 1 registry entry and 0 import" in output
     assert counts(database_url) == {"kept": (2, 1)}
 
     assert main(["cache", "drop", "old-e5", "--yes"]) == 1

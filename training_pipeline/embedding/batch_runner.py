@@ -61,7 +61,9 @@ class BatchRunStats:
     tokens_reported: int = 0
     tokens_estimated: int = 0
     polls: int = 0
-    wait_seconds: float = 0.0
+    api_calls: int = 0  # Batch API calls, retries included
+    api_retries: int = 0
+    seconds: float = 0.0  # spent on batches: submitting, waiting, collecting
 
     @property
     def failed_lines(self) -> int:
@@ -120,6 +122,7 @@ class BatchRun:
     sleep: Callable[[float], None] = time.sleep
     stats: BatchRunStats = field(default_factory=BatchRunStats)
     received: set[str] = field(default_factory=set)  # checksums whose valid vector was stored
+    failures: dict[str, str] = field(default_factory=dict)  # needed checksums a batch failed
 
     def __post_init__(self) -> None:
         self._submitter = Submitter(
@@ -135,8 +138,22 @@ class BatchRun:
 
     def run(self, needed: Mapping[str, str]) -> BatchOutcome:
         """Embed `needed` (checksum -> text) through batches as far as this run can."""
-        stored = self.received
-        failures: dict[str, str] = {}
+        started = self.clock()
+        try:
+            waiting = self._adopt_and_submit(needed)
+            self._wait(waiting, needed, started)
+        finally:
+            self.stats.seconds = self.clock() - started
+            self.stats.api_calls, self.stats.api_retries = self.client.calls, self.client.retries
+        remaining = [checksum for checksum in needed if checksum not in self.received]
+        return BatchOutcome(
+            self.stats,
+            remaining,
+            {c: self.failures[c] for c in remaining if c in self.failures},
+        )
+
+    def _adopt_and_submit(self, needed: Mapping[str, str]) -> dict[int, BatchJob]:
+        """Recorded open jobs covering `needed`, resumed; in batch mode, new jobs for the rest."""
         waiting: dict[int, BatchJob] = {}
         for job in self.jobs.open_jobs(list(needed)):
             self.stats.adopted += 1
@@ -155,42 +172,33 @@ class BatchRun:
         fresh = [checksum for checksum in needed if checksum not in covered]
         if self.submit and fresh:
             waiting.update(self._submit(fresh, needed, attempt=1))
+        return waiting
 
-        started = self.clock()
+    def _wait(self, waiting: dict[int, BatchJob], needed: Mapping[str, str], started: float):
+        """Poll until every job has ended and is collected (and its retries too), or until the
+        run's wait is over (`BatchesStillRunning`)."""
         delay = self.config.batch_poll_initial_seconds
-        try:
-            while waiting:
-                for job_id, job in list(waiting.items()):
-                    waiting[job_id], finished = self._poll(job, started, delay)
-                    if finished is None:
-                        continue
-                    del waiting[job_id]
-                    stored.update(finished.lines.stored_checksums)
-                    retry = [c for c in finished.failed if c in needed and c not in stored]
-                    failures.update({checksum: finished.failed[checksum] for checksum in retry})
-                    if retry and self._may_retry(finished.job):
-                        waiting.update(self._submit(retry, needed, finished.job.attempt + 1))
-                        delay = self.config.batch_poll_initial_seconds
-                if not waiting:
-                    break
-                now = self.clock()
-                if self.wait_seconds is not None and now - started >= self.wait_seconds:
-                    jobs = list(waiting.values())
-                    message = self._still_running(jobs, now - started)
-                    raise BatchesStillRunning(message, self.stats, jobs)
-                pause = delay
-                if self.wait_seconds is not None:
-                    pause = min(delay, self.wait_seconds - (now - started))
-                self.sleep(pause)
-                delay = min(self.config.batch_poll_max_seconds, delay * 2)
-        finally:
-            self.stats.wait_seconds = self.clock() - started
-        remaining = [checksum for checksum in needed if checksum not in stored]
-        return BatchOutcome(
-            self.stats,
-            remaining,
-            {checksum: failures[checksum] for checksum in remaining if checksum in failures},
-        )
+        while waiting:
+            for job_id, job in list(waiting.items()):
+                waiting[job_id], finished = self._poll(job, started, delay)
+                if finished is None:
+                    continue
+                del waiting[job_id]
+                self.received.update(finished.lines.stored_checksums)
+                retry = [c for c in finished.failed if c in needed and c not in self.received]
+                self.failures.update({checksum: finished.failed[checksum] for checksum in retry})
+                if retry and self._may_retry(finished.job):
+                    waiting.update(self._submit(retry, needed, finished.job.attempt + 1))
+                    delay = self.config.batch_poll_initial_seconds
+            if not waiting:
+                return
+            waited = self.clock() - started
+            if self.wait_seconds is not None and waited >= self.wait_seconds:
+                jobs = list(waiting.values())
+                raise BatchesStillRunning(self._still_running(jobs, waited), self.stats, jobs)
+            pause = delay if self.wait_seconds is None else min(delay, self.wait_seconds - waited)
+            self.sleep(pause)
+            delay = min(self.config.batch_poll_max_seconds, delay * 2)
 
     def _may_retry(self, job: BatchJob) -> bool:
         """Whether this run submits a job's failed texts again (`retry_rounds` per text)."""

@@ -77,7 +77,9 @@ def batch_metadata(stats: BatchRunStats, model: EmbeddingModelConfig, stored: in
         "run_batch_tokens_reported_by_api": stats.tokens_reported,
         "run_batch_tokens_estimated": stats.tokens_estimated,
         "run_batch_polls": stats.polls,
-        "run_batch_wait_seconds": MetadataValue.float(round(stats.wait_seconds, 3)),
+        "run_batch_api_calls": stats.api_calls,
+        "run_batch_api_retries": stats.api_retries,
+        "run_batch_seconds": MetadataValue.float(round(stats.seconds, 3)),
     }
     causes = dict(stats.failed_by_cause)
     if stats.unknown_lines:

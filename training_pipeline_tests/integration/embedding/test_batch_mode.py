@@ -8,22 +8,19 @@ price.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import psycopg
 import pytest
 
 from training_pipeline.core.text import text_checksum
-from training_pipeline.defs.keys import embedding_cache_key
-from training_pipeline_tests.support import embedding_fixtures
-from training_pipeline_tests.support.batch_api_server import (
-    BatchApiServer,
-    BatchFaults,
-    running_batch_api_server,
+from training_pipeline_tests.support import batch_fixtures, embedding_fixtures
+from training_pipeline_tests.support.batch_api_server import BatchFaults
+from training_pipeline_tests.support.batch_fixtures import (
+    BATCH_PRICE,
+    BATCH_TOML,
+    batch_run_config,
+    cache_metadata,
+    recorded_jobs,
 )
 from training_pipeline_tests.support.embedding_fixtures import (
-    DIMENSIONS,
-    REMOTE,
     assert_only_valid_vectors,
     cached_rows,
     materialize_cache,
@@ -33,44 +30,7 @@ from training_pipeline_tests.support.embedding_fixtures import (
 )
 
 api_key = embedding_fixtures.api_key
-BATCH_PRICE = 0.065
-BATCH_TOML = {
-    "batch_supported": "true",
-    "batch_poll_initial_seconds": 0.02,
-    "batch_poll_max_seconds": 0.1,
-    "batch_price_per_million_tokens": BATCH_PRICE,
-    "price_per_million_tokens": 0.13,
-}
-
-
-@pytest.fixture
-def batch_server() -> Iterator[BatchApiServer]:
-    with running_batch_api_server(dimensions=DIMENSIONS) as server:
-        yield server
-
-
-def batch_run_config(**fields: object) -> dict:
-    return {
-        "ops": {
-            f"embedding_cache__{REMOTE.replace('-', '_')}": {"config": {"mode": "batch", **fields}}
-        }
-    }
-
-
-def cache_metadata(result) -> dict:
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
-        if materialization.asset_key == embedding_cache_key(REMOTE):
-            return {name: value.value for name, value in materialization.metadata.items()}
-    raise AssertionError("the embedding cache was not materialized")
-
-
-def recorded_jobs(database_url: str) -> list[tuple]:
-    with psycopg.connect(database_url) as connection:
-        return connection.execute(
-            "SELECT job_id, state, attempt, batch_id, status, texts"
-            " FROM training_pipeline.embedding_batches ORDER BY job_id"
-        ).fetchall()
+batch_server = batch_fixtures.batch_server
 
 
 def test_a_batch_mode_run_embeds_every_text_once_at_the_batch_price(

@@ -2,7 +2,8 @@
 
 A batch is paid for once it is created, and answers hours later, so the step must never lose
 track of one: a run killed while it waits, or that gives up waiting, leaves the batch recorded
-here and the next run (or `embedding_batches_sensor`) picks it up instead of paying again.
+here and the next run of the model's embedding cache, in either mode, picks it up instead of
+paying again.
 
 One row of `embedding_batches` per *job* (one input file, one batch) and one row of
 `embedding_batch_items` per text (checksum) it covers. A job moves through these states, each
@@ -252,19 +253,3 @@ class BatchJobs:
             params,
         ).fetchall()
         return [_job(row) for row in rows]
-
-
-def open_batch_models(connection: psycopg.Connection, schema: str) -> dict[str, list[BatchJob]]:
-    """Every model's open jobs that have a batch id (what the sensor watches), by model name."""
-    batches = sql.Identifier(validate_identifier(schema, "schema name"), BATCHES_TABLE)
-    if not table_exists(connection, batches):
-        return {}
-    rows = connection.execute(
-        sql.SQL("SELECT model, {} FROM {} WHERE state = 'submitted' ORDER BY job_id").format(
-            sql.SQL(_JOB_COLUMNS), batches
-        )
-    ).fetchall()
-    jobs: dict[str, list[BatchJob]] = {}
-    for row in rows:
-        jobs.setdefault(row[0], []).append(_job(row[1:]))
-    return jobs

@@ -58,8 +58,9 @@ class BatchFaults:
     """What goes wrong with one batch. Faults hit lines in input order: the first `lost` lines
     are lost, the next `zero`, `nan`, `wrong_size` get bad vectors, the next `error_lines` go to
     the error file; `duplicate` of the valid lines are written twice; `unknown` extra lines carry
-    custom_ids that were never sent. `expire_after` / `cancel_after`: the batch expires (or ends
-    cancelled) with only that many lines processed. `fail`: validation refuses the file."""
+    custom_ids that were never sent. `expire_after`: the batch expires with only that many lines
+    processed; `cancel_after`: if it is cancelled, that many lines were processed before the
+    cancellation took effect. `fail`: validation refuses the file."""
 
     lost: int = 0
     zero: int = 0
@@ -69,6 +70,7 @@ class BatchFaults:
     duplicate: int = 0
     unknown: int = 0
     expire_after: int | None = None
+    cancel_after: int = 0
     fail: bool = False
 
 
@@ -222,7 +224,7 @@ class BatchApiServer(EmbeddingServer):
                 else:
                     batch.status = "in_progress"
             elif batch.status == "cancelling":
-                self._finish(batch, "cancelled", processed=0)
+                self._finish(batch, "cancelled", processed=faults.cancel_after)
             elif batch.status == "in_progress" and not self._held:
                 if faults.expire_after is not None:
                     self._finish(batch, "expired", processed=faults.expire_after)

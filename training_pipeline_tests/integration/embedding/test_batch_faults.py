@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 
+import openai
+
 from training_pipeline.core.text import text_checksum
 from training_pipeline_tests.support import batch_fixtures, embedding_fixtures
 from training_pipeline_tests.support.batch_api_server import BatchFaults
@@ -66,6 +68,42 @@ def test_an_expired_batch_is_reported_its_partial_output_kept_and_the_rest_resub
         if entry.level == logging.WARNING
     ]
     assert any(f"batch {expired.id} expired: 12 of 30 vectors" in line for line in warnings)
+
+
+def test_a_batch_cancelled_in_the_console_is_reported_and_its_unfinished_texts_resubmitted(
+    database_url, instance, tmp_path, batch_server, defs_for, api_key
+):
+    texts = seed_videos(database_url, instance, 16)
+    batch_server.queue_faults(BatchFaults(cancel_after=6))
+    batch_server.hold()
+    waited = run(defs_for, tmp_path, batch_server, instance, batch_run_config(batch_wait_seconds=0))
+    assert not waited.success
+    (batch_id,) = batch_server.batches
+    # Someone cancels it at the provider (its console, or any client) while no run watches.
+    openai.OpenAI(base_url=batch_server.base_url, api_key=api_key).batches.cancel(batch_id)
+    batch_server.release()
+
+    result = run(defs_for, tmp_path, batch_server, instance, batch_run_config())
+    assert result.success
+    cancelled, rest = batch_server.batches.values()
+    assert cancelled.status == "cancelled" and rest.status == "completed"
+    processed = {line["custom_id"] for line in cancelled.requests[:6]}
+    assert {line["custom_id"] for line in rest.requests} == {
+        text_checksum(t) for t in texts
+    } - processed
+    assert set(batch_server.billed) == set(texts) and max(batch_server.billed.values()) == 1
+    assert_only_valid_vectors(cached_rows(database_url), texts)
+    assert len(cached_rows(database_url)) == len(texts)
+    metadata = cache_metadata(result)
+    assert metadata["run_batches_adopted"] == 1 and metadata["run_batches_cancelled"] == 1
+    assert metadata["run_batches_submitted"] == 1 and metadata["run_batch_texts_resubmitted"] == 10
+    assert metadata["new_embeddings"] == len(texts)
+    warnings = [
+        entry.user_message
+        for entry in instance.all_logs(result.run_id)
+        if entry.level == logging.WARNING
+    ]
+    assert any(f"batch {batch_id} cancelled: 6 of 16 vectors" in line for line in warnings)
 
 
 def test_a_refused_batch_is_resubmitted_once_or_reported_with_no_retry_rounds(

@@ -24,7 +24,7 @@ from typing import IO, Any, TypeVar
 from training_pipeline.core.model_identity import describe_endpoint
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.embedding.batch_requests import EMBEDDINGS_URL
-from training_pipeline.embedding.clients import resolve_api_key
+from training_pipeline.embedding.clients import resolve_api_key, sdk_client
 from training_pipeline.embedding.retry import RetryPolicy, classify
 
 FILE_TRANSFER_TIMEOUT_SECONDS = 600.0
@@ -58,18 +58,11 @@ class BatchClient:
         log: Callable[[str], None] = lambda _message: None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        import openai
-
         self.name = name
         self.endpoint = describe_endpoint(str(config.endpoint))
         self._config = config
         self._api_key = resolve_api_key(name, config)
-        self._client = openai.OpenAI(
-            base_url=str(config.endpoint),
-            api_key=self._api_key or "not-needed",
-            timeout=config.request_timeout_seconds,
-            max_retries=0,
-        )
+        self._client = sdk_client(config, self._api_key, max_retries=0)
         self._policy = RetryPolicy(max_retries=config.max_retries)
         self._log = log
         self._sleep = sleep

@@ -47,6 +47,7 @@ from training_pipeline_tests.support.embedding_server import (
     _Handler,
     encode,
     server_token_count,
+    serving,
     synthetic_vector,
 )
 
@@ -432,12 +433,5 @@ class _BatchHandler(_Handler):
 @contextmanager
 def running_batch_api_server(dimensions: int = 384, **options: object) -> Iterator[BatchApiServer]:
     """Start the simulated Batch API on a free loopback port; stop it on exit."""
-    server = BatchApiServer(dimensions, **options)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serving(BatchApiServer(dimensions, **options)) as server:
         yield server
-    finally:
-        server.closing.set()
-        server.shutdown()
-        server.server_close()

@@ -4,6 +4,7 @@ batch-mode run in a process of its own that a test can kill at any moment."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from training_pipeline.defs.keys import embedding_cache_key, model_slug
+from training_pipeline.defs.keys import model_slug
 from training_pipeline_tests.support.batch_api_server import (
     BatchApiServer,
     running_batch_api_server,
@@ -63,13 +64,13 @@ def batch_run_config(**fields: object) -> dict:
     return cache_config(mode="batch", **fields)
 
 
-def cache_metadata(result) -> dict:
-    """The metadata of `REMOTE`'s embedding cache materialization in a run."""
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
-        if materialization.asset_key == embedding_cache_key(REMOTE):
-            return {name: value.value for name, value in materialization.metadata.items()}
-    raise AssertionError("the embedding cache was not materialized")
+def warnings_of(instance, result) -> list[str]:
+    """The warning lines of a run's log."""
+    return [
+        entry.user_message
+        for entry in instance.all_logs(result.run_id)
+        if entry.level == logging.WARNING
+    ]
 
 
 def recorded_jobs(database_url: str) -> list[tuple]:

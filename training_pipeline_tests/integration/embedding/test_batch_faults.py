@@ -8,8 +8,6 @@ step either succeeds with every vector or fails saying how many are missing and 
 
 from __future__ import annotations
 
-import logging
-
 import openai
 
 from training_pipeline.core.text import text_checksum
@@ -19,11 +17,12 @@ from training_pipeline_tests.support.batch_fixtures import (
     BATCH_TOML,
     batch_run_config,
     cache_config,
-    cache_metadata,
     recorded_jobs,
+    warnings_of,
 )
 from training_pipeline_tests.support.embedding_fixtures import (
     assert_only_valid_vectors,
+    cache_metadata,
     cached_rows,
     materialize_cache,
     seed_videos,
@@ -62,11 +61,7 @@ def test_an_expired_batch_is_reported_its_partial_output_kept_and_the_rest_resub
     assert metadata["run_batches_expired"] == 1 and metadata["run_batches_completed"] == 1
     assert metadata["run_batch_texts_resubmitted"] == 18
     assert metadata["run_batch_failed_lines_by_cause"] == {"lost": 18}
-    warnings = [
-        entry.user_message
-        for entry in instance.all_logs(result.run_id)
-        if entry.level == logging.WARNING
-    ]
+    warnings = warnings_of(instance, result)
     assert any(f"batch {expired.id} expired: 12 of 30 vectors" in line for line in warnings)
 
 
@@ -98,11 +93,7 @@ def test_a_batch_cancelled_in_the_console_is_reported_and_its_unfinished_texts_r
     assert metadata["run_batches_adopted"] == 1 and metadata["run_batches_cancelled"] == 1
     assert metadata["run_batches_submitted"] == 1 and metadata["run_batch_texts_resubmitted"] == 10
     assert metadata["new_embeddings"] == len(texts)
-    warnings = [
-        entry.user_message
-        for entry in instance.all_logs(result.run_id)
-        if entry.level == logging.WARNING
-    ]
+    warnings = warnings_of(instance, result)
     assert any(f"batch {batch_id} cancelled: 6 of 16 vectors" in line for line in warnings)
 
 

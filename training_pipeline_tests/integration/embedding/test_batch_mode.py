@@ -17,11 +17,11 @@ from training_pipeline_tests.support.batch_fixtures import (
     BATCH_PRICE,
     BATCH_TOML,
     batch_run_config,
-    cache_metadata,
     recorded_jobs,
 )
 from training_pipeline_tests.support.embedding_fixtures import (
     assert_only_valid_vectors,
+    cache_metadata,
     cached_rows,
     materialize_cache,
     seed_videos,

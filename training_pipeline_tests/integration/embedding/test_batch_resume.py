@@ -17,12 +17,12 @@ from training_pipeline_tests.support.batch_fixtures import (
     BATCH_TOML,
     batch_run_config,
     cache_config,
-    cache_metadata,
     recorded_jobs,
     start_batch_run,
 )
 from training_pipeline_tests.support.embedding_fixtures import (
     assert_only_valid_vectors,
+    cache_metadata,
     cached_rows,
     materialize_cache,
     seed_videos,
@@ -55,6 +55,18 @@ def assert_killed_by_the_server(process: subprocess.Popen, log_path: Path) -> No
         process.kill()
         process.wait()
     assert process.returncode == -signal.SIGKILL, log_path.read_text("utf-8", "replace")[-3000:]
+
+
+def killed_by_the_server(batch_server, hook: str, models: Path, log_path: Path) -> None:
+    """A batch-mode run that the server SIGKILLs from its `hook` (`on_upload` or
+    `on_batch_created`), after doing the call and before answering it."""
+    started: list[subprocess.Popen] = []
+    setattr(batch_server, hook, lambda _id: kill(started[0]))
+    try:
+        started.append(start_batch_run(models, log_path, batch_run_config()))
+        assert_killed_by_the_server(started[0], log_path)
+    finally:
+        setattr(batch_server, hook, None)
 
 
 def assert_billed_once(batch_server, texts: list[str]) -> None:
@@ -108,12 +120,8 @@ def test_a_run_killed_right_after_uploading_has_its_file_reused_by_the_next_run(
 ):
     texts = seed_videos(database_url, instance, 20)
     models = write_models_toml(tmp_path / "models.toml", batch_server, **BATCH_TOML)
-    log_path = tmp_path / "killed.log"
-    process = start_batch_run(models, log_path, batch_run_config())
     # The file is stored, but the run dies before it learns the file's id.
-    batch_server.on_upload = lambda _file_id: kill(process)
-    assert_killed_by_the_server(process, log_path)
-    batch_server.on_upload = None
+    killed_by_the_server(batch_server, "on_upload", models, tmp_path / "killed.log")
     assert [job[1] for job in recorded_jobs(database_url)] == ["preparing"]
     assert batch_server.uploads == 1 and not batch_server.batches
 
@@ -132,11 +140,8 @@ def test_a_run_killed_between_creating_the_batch_and_recording_it_has_it_adopted
 ):
     texts = seed_videos(database_url, instance, 20)
     models = write_models_toml(tmp_path / "models.toml", batch_server, **BATCH_TOML)
-    log_path = tmp_path / "killed.log"
-    process = start_batch_run(models, log_path, batch_run_config())
-    batch_server.on_batch_created = lambda _batch_id: kill(process)
-    assert_killed_by_the_server(process, log_path)
-    batch_server.on_batch_created = None
+    # The batch exists, but the run dies before it learns its id.
+    killed_by_the_server(batch_server, "on_batch_created", models, tmp_path / "killed.log")
     assert [job[1] for job in recorded_jobs(database_url)] == ["uploaded"]
     (batch_id,) = batch_server.batches
 

@@ -74,45 +74,53 @@ def assert_billed_once(batch_server, texts: list[str]) -> None:
     assert max(batch_server.billed.values()) == 1
 
 
-def test_a_run_killed_while_its_batch_is_in_progress_is_resumed_without_paying_twice(
+def test_a_run_killed_while_its_batches_are_in_progress_is_resumed_without_paying_twice(
     database_url, instance, tmp_path, batch_server, defs_for, api_key
 ):
     texts = seed_videos(database_url, instance, 50)
-    models = write_models_toml(tmp_path / "models.toml", batch_server, **BATCH_TOML)
+    toml = {**BATCH_TOML, "batch_max_requests_per_file": 20}  # three files: 20, 20, 10 texts
+    models = write_models_toml(tmp_path / "models.toml", batch_server, **toml)
     batch_server.hold()
     log_path = tmp_path / "killed.log"
     process = start_batch_run(models, log_path, batch_run_config())
     try:
-        # Killed once the batch is recorded and has been polled at least twice, in progress.
+        # Killed once the batches are recorded and each was polled twice, in progress.
         wait_for(
-            lambda: batch_server.calls[("GET", "batches/{id}")] >= 2,
+            lambda: batch_server.calls[("GET", "batches/{id}")] >= 6,
             process,
             log_path,
-            "polling its batch",
+            "polling its batches",
         )
         kill(process)
     finally:
         process.kill()
         process.wait()
     assert "finished" not in log_path.read_text("utf-8", "replace")
-    ((_, state, _, batch_id, status, count),) = recorded_jobs(database_url)
-    assert (state, status, count) == ("submitted", "in_progress", len(texts))
+    jobs = recorded_jobs(database_url)
+    assert [(state, status, count) for _, state, _, _, status, count in jobs] == [
+        ("submitted", "in_progress", 20),
+        ("submitted", "in_progress", 20),
+        ("submitted", "in_progress", 10),
+    ]
+    batch_ids = [job[3] for job in jobs]
     assert cached_rows(database_url) == {}
 
     batch_server.release()
     result = materialize_cache(defs_for(models), instance, run_config=batch_run_config())
-    assert list(batch_server.batches) == [batch_id]  # adopted, not submitted again
-    assert batch_server.uploads == 1 + 1  # its input file and its output file
+    assert list(batch_server.batches) == batch_ids  # adopted, none submitted again
+    assert batch_server.uploads == 3 + 3  # their input files and their output files
     assert_billed_once(batch_server, texts)
     rows = cached_rows(database_url)
     assert len(rows) == len(texts)
     assert_only_valid_vectors(rows, texts)
     metadata = cache_metadata(result)
-    assert metadata["run_batches_adopted"] == 1 and metadata["run_batches_submitted"] == 0
-    assert metadata["run_batches_completed"] == 1
+    assert metadata["run_batches_adopted"] == 3 and metadata["run_batches_submitted"] == 0
+    assert metadata["run_batches_completed"] == 3
     assert metadata["new_embeddings"] == len(texts)
     assert metadata["run_batch_tokens"] == batch_server.billed_tokens
-    assert recorded_jobs(database_url)[0][1:5] == ("collected", 1, batch_id, "completed")
+    assert [job[1:5] for job in recorded_jobs(database_url)] == [
+        ("collected", 1, batch_id, "completed") for batch_id in batch_ids
+    ]
 
 
 def test_a_run_killed_right_after_uploading_has_its_file_reused_by_the_next_run(

@@ -30,6 +30,7 @@ from dagster import (
     AssetsDefinition,
     BackfillPolicy,
     Config,
+    Failure,
     MaterializeResult,
     TableColumn,
     TableSchema,
@@ -228,6 +229,11 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
             def store_batch(start: int, stop: int, vectors: np.ndarray) -> None:
                 writer.store(batch_checksums[start:stop], vectors)
 
+            def failure(description: str, run_stats: EmbeddingRunStats) -> Failure:
+                return step_failure(
+                    description, run_stats, writer, model, batches.metadata(), batch_writer
+                )
+
             stats = EmbeddingRunStats(
                 total=len(batch_checksums),
                 concurrency=1 if model.type == "local" else model.max_concurrent_requests,
@@ -248,20 +254,18 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
                         stats=stats,
                     )
             except EmbeddingFailed as error:
-                raise step_failure(
-                    str(error), error.stats, writer, model, batches.metadata()
-                ) from error
+                raise failure(str(error), error.stats) from error
             except MissingApiKeyError as error:
                 cause = (
                     f"missing API key: the environment variable {error.variable} (named by "
                     "api_key_env in embedding_models.toml) is not set"
                 )
                 description = failure_description(model_name, model, cause, stats)
-                raise step_failure(description, stats, writer, model, batches.metadata()) from None
+                raise failure(description, stats) from None
             except CacheUnavailable as error:
                 cause = f"{error}, set by {env_var('db_reconnect_seconds')}"
                 description = failure_description(model_name, model, cause, stats)
-                raise step_failure(description, stats, writer, model, batches.metadata()) from None
+                raise failure(description, stats) from None
             except ModelIdentityError as error:  # the cache was dropped while we stored
                 raise identity_failure(error, cache.identity) from None
             finally:

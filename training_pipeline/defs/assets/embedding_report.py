@@ -69,15 +69,17 @@ def step_failure(
     writer: CacheWriter,
     model: EmbeddingModelConfig,
     batch_metadata: Mapping[str, object] | None = None,
+    batch_writer: CacheWriter | None = None,
 ) -> Failure:
     """The step's failure, with what was stored and what is still missing (and, after batch
-    work, the batch numbers of `embedding_batch`)."""
+    work, the batch numbers of `embedding_batch` and the rows its writer stored)."""
+    writers = [writer] if batch_writer is None else [writer, batch_writer]
     return Failure(
         description=description,
         metadata={
-            "new_embeddings": len(writer.written),
+            "new_embeddings": sum(len(each.written) for each in writers),
             "missing_embeddings": stats.total - stats.texts,
-            "database_reconnects": writer.reconnects,
+            "database_reconnects": sum(each.reconnects for each in writers),
             **run_metadata(stats, model, len(writer.written)),
             **(batch_metadata or {}),
         },

@@ -142,6 +142,22 @@ def test_failed_lines_can_be_embedded_synchronously_instead(
     assert metadata["run_batch_texts_resubmitted"] == 0
 
 
+def test_a_failure_of_the_sync_retry_counts_the_vectors_the_batch_stored(
+    database_url, instance, tmp_path, batch_server, defs_for, api_key
+):
+    seed_videos(database_url, instance, 10)
+    batch_server.queue_faults(BatchFaults(error_lines=2))
+    batch_server.inject("401")  # the synchronous retry of the two failed lines is refused
+    result = run(
+        defs_for, tmp_path, batch_server, instance, batch_run_config(batch_failed_lines="sync")
+    )
+    message, metadata = step_failure(result)
+    assert "HTTP 401" in message and "2 of 2 texts are still missing" in message
+    assert len(cached_rows(database_url)) == 8
+    assert metadata["new_embeddings"] == 8 and metadata["missing_embeddings"] == 2
+    assert metadata["run_batch_vectors_received"] == 8
+
+
 def test_when_the_retry_round_fails_too_the_step_fails_saying_which_texts_and_why(
     database_url, instance, tmp_path, batch_server, defs_for, api_key
 ):

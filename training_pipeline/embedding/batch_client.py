@@ -6,7 +6,8 @@ The calls are the `openai` client's (`files.create(purpose="batch")`, `batches.c
 engine's policy instead: 429, 408, 409, 5xx, timeouts and connection errors are retried with
 backoff (Retry-After honoured) within `max_retries` of the TOML, anything else fails at once. A
 wait for a batch lasts hours, so a transient error on one poll must not end it; a broken key or
-a wrong endpoint must.
+a wrong endpoint must. Creating a batch is not idempotent: before a retry, `create` looks for
+a batch the failed try may have made.
 
 The API key is read like the synchronous client's (`resolve_api_key`) and scrubbed from every
 error text. Result files are downloaded to a temporary file first, so a download that breaks
@@ -25,7 +26,7 @@ from training_pipeline.core.model_identity import describe_endpoint
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.embedding.batch_requests import EMBEDDINGS_URL
 from training_pipeline.embedding.clients import resolve_api_key, sdk_client
-from training_pipeline.embedding.retry import RetryPolicy, classify
+from training_pipeline.embedding.retry import Failure, RetryPolicy, classify
 
 FILE_TRANSFER_TIMEOUT_SECONDS = 600.0
 """Uploads and downloads of files up to 200 MB take longer than one embeddings request."""
@@ -73,7 +74,14 @@ class BatchClient:
         """`message` with the API key (if any) blanked out."""
         return message.replace(self._api_key, "***") if self._api_key else message
 
-    def _call(self, what: str, call: Callable[[], T]) -> T:
+    def _call(
+        self,
+        what: str,
+        call: Callable[[], T],
+        done_meanwhile: Callable[[Failure], T | None] | None = None,
+    ) -> T:
+        """`call()`, retried per the policy. `done_meanwhile(failure)`, before each retry of a
+        call that is not idempotent, returns its result if the failed try took effect anyway."""
         retry = 0
         while True:
             self.calls += 1
@@ -97,6 +105,8 @@ class BatchClient:
                     f"{self._policy.max_retries} in {delay:.1f} s"
                 )
                 self._sleep(delay)
+                if done_meanwhile is not None and (result := done_meanwhile(failure)) is not None:
+                    return result
 
     def upload(self, file_name: str, content: bytes) -> str:
         """Upload a batch input file; returns its file id."""
@@ -126,16 +136,40 @@ class BatchClient:
     def delete_file(self, file_id: str) -> None:
         self._call(f"deleting file {file_id}", lambda: self._client.files.delete(file_id))
 
-    def create(self, input_file_id: str, metadata: dict[str, str]) -> Any:
-        """Create an embeddings batch from an uploaded file; returns the batch object."""
+    def create(self, input_file_id: str, metadata: dict[str, str], created_after: float) -> Any:
+        """Create an embeddings batch from an uploaded file; returns the batch object.
+
+        A try that timed out or lost its answer may have created the batch, and a second one
+        would be paid for again, so before each retry the batches are searched for one of this
+        file (`find_batch`, back to `created_after`). An API that cannot list batches is retried
+        only after an HTTP error answer (it created nothing); after a lost answer it cannot
+        tell, and the call fails."""
+        what = f"creating a batch from file {input_file_id}"
+
+        def created_meanwhile(failure: Failure) -> Any | None:
+            try:
+                return self.find_batch(input_file_id, created_after)
+            except BatchApiError as error:
+                if not error.not_supported or failure.status is not None:
+                    raise
+                raise BatchApiError(
+                    f"embedding model {self.name!r} at {self.endpoint}: {what} failed "
+                    f"({failure.kind}), and the API cannot list batches (HTTP {error.status}) to "
+                    "tell whether the batch was created anyway. Creating another could pay for "
+                    "its texts twice, so the step stops: the job stays recorded as uploaded; "
+                    "see the README (Batch mode) for what the next run does",
+                    status=error.status,
+                ) from None
+
         return self._call(
-            f"creating a batch from file {input_file_id}",
+            what,
             lambda: self._client.batches.create(
                 input_file_id=input_file_id,
                 endpoint=EMBEDDINGS_URL,
                 completion_window=self._config.batch_completion_window,  # type: ignore[arg-type]
                 metadata=metadata,
             ),
+            created_meanwhile,
         )
 
     def find_batch(self, input_file_id: str, created_after: float) -> Any | None:

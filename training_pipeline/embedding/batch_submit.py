@@ -71,6 +71,7 @@ class Submitter:
         batch = self.client.create(
             job.input_file_id,
             {"training_pipeline_model": self.model_name, "training_pipeline_job": str(job.job_id)},
+            created_after=job.created_at.timestamp() - FIND_BATCH_SLACK_SECONDS,
         )
         return self.jobs.mark_submitted(job, batch.id, batch.status)
 

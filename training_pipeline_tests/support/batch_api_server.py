@@ -23,7 +23,8 @@ next Batch API calls answer an HTTP error (a transient outage).
 It counts what a provider would bill (`billed`: texts of HTTP 200 output lines, valid or not,
 and `billed_tokens`) and what it was asked (`batch_texts`: the texts of every batch created), so
 tests can assert that every text was paid for exactly once. `on_upload` / `on_batch_created`
-run before the answer is sent (a test kills the client there).
+run before the answer is sent (a test kills the client there); `drop_create_answers` makes
+the next creates drop the connection instead of answering (the batch exists all the same).
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ class BatchApiServer(EmbeddingServer):
         self.calls: Counter = Counter()  # (method, route) of Batch API calls
         self.on_upload: Callable[[str], None] | None = None
         self.on_batch_created: Callable[[str], None] | None = None
+        self.drop_create_answers = 0  # creates that make the batch, then drop the connection
         self._faults: deque[BatchFaults] = deque()
         self._failing_calls: deque[int] = deque()
         self._held = False
@@ -364,6 +366,12 @@ class _BatchHandler(_Handler):
             status, payload = server.create_batch(self._json_body())
             if status == 200 and server.on_batch_created is not None:
                 server.on_batch_created(payload["id"])
+            with server._state_lock:
+                drop = status == 200 and server.drop_create_answers > 0
+                server.drop_create_answers -= drop
+            if drop:  # the batch exists, but the client never hears of it
+                self._abort(reset=False)
+                return
             self._reply(status, payload)
         elif len(parts) == 3 and parts[0] == "batches" and parts[2] == "cancel":
             with server._state_lock:

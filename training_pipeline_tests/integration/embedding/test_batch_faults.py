@@ -198,6 +198,19 @@ def test_transient_api_errors_are_retried_and_the_key_never_shows(
     assert api_key not in message and "***" in message
 
 
+def test_a_create_whose_answer_was_lost_is_not_repeated_blindly(
+    database_url, instance, tmp_path, batch_server, defs_for, api_key
+):
+    texts = seed_videos(database_url, instance, 8)
+    batch_server.drop_create_answers = 1  # the batch is created, the answer never arrives
+    result = run(defs_for, tmp_path, batch_server, instance, batch_run_config())
+    assert result.success
+    assert len(batch_server.batches) == 1  # found before retrying, not created twice
+    assert set(batch_server.billed) == set(texts) and max(batch_server.billed.values()) == 1
+    assert len(cached_rows(database_url)) == len(texts)
+    assert cache_metadata(result)["run_batch_api_retries"] == 1
+
+
 def test_a_run_that_stops_waiting_fails_cleanly_and_a_sync_run_collects_the_batch(
     database_url, instance, tmp_path, batch_server, defs_for, api_key
 ):

@@ -2,12 +2,12 @@
 
 The calls are the `openai` client's (`files.create(purpose="batch")`, `batches.create(endpoint=
 "/v1/embeddings")`, `batches.retrieve`, `batches.list`, `files.list`, `files.content`,
-`files.delete`, `batches.cancel`), with the client's own retries off and the synchronous
-engine's policy instead: 429, 408, 409, 5xx, timeouts and connection errors are retried with
-backoff (Retry-After honoured) within `max_retries` of the TOML, anything else fails at once. A
-wait for a batch lasts hours, so a transient error on one poll must not end it; a broken key or
-a wrong endpoint must. Creating a batch is not idempotent: before a retry, `create` looks for
-a batch the failed try may have made.
+`files.delete`; never `batches.cancel`: a waiting run gives up, the batch goes on), with the
+client's own retries off and the synchronous engine's policy instead: 429, 408, 409, 5xx,
+timeouts and connection errors are retried with backoff (Retry-After honoured) within
+`max_retries` of the TOML, anything else fails at once. A wait for a batch lasts hours, so a
+transient error on one poll must not end it; a broken key or a wrong endpoint must. Creating a
+batch is not idempotent: before a retry, `create` looks for a batch the failed try may have made.
 
 The API key is read like the synchronous client's (`resolve_api_key`) and scrubbed from every
 error text. Result files are downloaded to a temporary file first, so a download that breaks
@@ -189,11 +189,6 @@ class BatchClient:
     def retrieve(self, batch_id: str) -> Any:
         return self._call(
             f"polling batch {batch_id}", lambda: self._client.batches.retrieve(batch_id)
-        )
-
-    def cancel(self, batch_id: str) -> Any:
-        return self._call(
-            f"cancelling batch {batch_id}", lambda: self._client.batches.cancel(batch_id)
         )
 
     @contextmanager

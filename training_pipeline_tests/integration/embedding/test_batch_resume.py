@@ -162,3 +162,40 @@ def test_a_run_killed_between_creating_the_batch_and_recording_it_has_it_adopted
     metadata = cache_metadata(result)
     assert metadata["mode"] == "sync" and metadata["run_batches_adopted"] == 1
     assert metadata["run_texts_sent"] == 0
+
+
+def test_an_interrupted_run_stops_waiting_at_once_and_its_batch_stays_recorded(
+    database_url, instance, tmp_path, batch_server, defs_for, api_key
+):
+    texts = seed_videos(database_url, instance, 12)
+    # Polls 10 minutes apart: only an interruptible wait lets the run end within the deadline.
+    toml = {**BATCH_TOML, "batch_poll_initial_seconds": 600, "batch_poll_max_seconds": 600}
+    models = write_models_toml(tmp_path / "models.toml", batch_server, **toml)
+    batch_server.hold()
+    log_path = tmp_path / "interrupted.log"
+    process = start_batch_run(models, log_path, batch_run_config())
+    try:
+        wait_for(
+            lambda: batch_server.calls[("GET", "batches/{id}")] >= 1,
+            process,
+            log_path,
+            "polling its batch",
+        )
+        time.sleep(0.5)  # into the wait between two polls
+        process.send_signal(signal.SIGINT)  # what terminating a run sends its process
+        process.wait(timeout=DEADLINE_SECONDS)
+    finally:
+        process.kill()
+        process.wait()
+    output = log_path.read_text("utf-8", "replace")
+    assert "finished" not in output, output[-3000:]
+    assert "DagsterExecutionInterruptedError" in output, output[-3000:]  # raised in the sleep
+    ((_, state, _, batch_id, status, count),) = recorded_jobs(database_url)
+    assert (state, status, count) == ("submitted", "in_progress", len(texts))
+
+    batch_server.release()
+    models = write_models_toml(tmp_path / "models.toml", batch_server, **BATCH_TOML)
+    result = materialize_cache(defs_for(models), instance, run_config=batch_run_config())
+    assert list(batch_server.batches) == [batch_id]
+    assert_billed_once(batch_server, texts)
+    assert cache_metadata(result)["run_batches_adopted"] == 1

@@ -2,8 +2,8 @@
 
 A batch is paid for once it is created, and answers hours later, so the step must never lose
 track of one: a run killed while it waits, or that gives up waiting, leaves the batch recorded
-here and the next run of the model's embedding cache, in either mode, picks it up instead of
-paying again.
+here and the next run of the model's embedding cache, in either mode (or one that
+`embedding_batches_sensor` requests), picks it up instead of paying again.
 
 One row of `embedding_batches` per *job* (one input file, one batch) and one row of
 `embedding_batch_items` per text (checksum) it covers. A job moves through these states, each

@@ -69,6 +69,25 @@ def killed_by_the_server(batch_server, hook: str, models: Path, log_path: Path) 
         setattr(batch_server, hook, None)
 
 
+def started_and_polled(batch_server, models: Path, log_path: Path, polls: int) -> subprocess.Popen:
+    """A batch-mode run in its own process, once the server has answered `polls` polls of its
+    held (in progress) batches."""
+    batch_server.hold()
+    process = start_batch_run(models, log_path, batch_run_config())
+    try:
+        wait_for(
+            lambda: batch_server.calls[("GET", "batches/{id}")] >= polls,
+            process,
+            log_path,
+            f"{polls} polls of its batches",
+        )
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process
+
+
 def assert_billed_once(batch_server, texts: list[str]) -> None:
     assert set(batch_server.billed) == set(texts)
     assert max(batch_server.billed.values()) == 1
@@ -80,17 +99,10 @@ def test_a_run_killed_while_its_batches_are_in_progress_is_resumed_without_payin
     texts = seed_videos(database_url, instance, 50)
     toml = {**BATCH_TOML, "batch_max_requests_per_file": 20}  # three files: 20, 20, 10 texts
     models = write_models_toml(tmp_path / "models.toml", batch_server, **toml)
-    batch_server.hold()
     log_path = tmp_path / "killed.log"
-    process = start_batch_run(models, log_path, batch_run_config())
+    # Killed once the batches are recorded and each was polled twice, in progress.
+    process = started_and_polled(batch_server, models, log_path, polls=6)
     try:
-        # Killed once the batches are recorded and each was polled twice, in progress.
-        wait_for(
-            lambda: batch_server.calls[("GET", "batches/{id}")] >= 6,
-            process,
-            log_path,
-            "polling its batches",
-        )
         kill(process)
     finally:
         process.kill()
@@ -171,16 +183,9 @@ def test_an_interrupted_run_stops_waiting_at_once_and_its_batch_stays_recorded(
     # Polls 10 minutes apart: only an interruptible wait lets the run end within the deadline.
     toml = {**BATCH_TOML, "batch_poll_initial_seconds": 600, "batch_poll_max_seconds": 600}
     models = write_models_toml(tmp_path / "models.toml", batch_server, **toml)
-    batch_server.hold()
     log_path = tmp_path / "interrupted.log"
-    process = start_batch_run(models, log_path, batch_run_config())
+    process = started_and_polled(batch_server, models, log_path, polls=1)
     try:
-        wait_for(
-            lambda: batch_server.calls[("GET", "batches/{id}")] >= 1,
-            process,
-            log_path,
-            "polling its batch",
-        )
         time.sleep(0.5)  # into the wait between two polls
         process.send_signal(signal.SIGINT)  # what terminating a run sends its process
         process.wait(timeout=DEADLINE_SECONDS)

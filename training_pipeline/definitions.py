@@ -20,6 +20,7 @@ from training_pipeline.defs.assets.sources import (
     video_metadata_source,
 )
 from training_pipeline.defs.assets.text import preprocessed_text
+from training_pipeline.defs.automation.batch_sensor import build_embedding_batches_sensor
 from training_pipeline.defs.automation.jobs import build_labels_job, build_refresh_job
 from training_pipeline.defs.automation.label_sensor import build_new_labels_sensor
 from training_pipeline.defs.automation.partition_sensor import aid_ranges_sensor
@@ -78,7 +79,11 @@ def build_definitions(
         ],
         jobs=[*jobs, *refresh_jobs.values(), labels_job],
         schedules=[build_refresh_schedule(refresh_jobs[default], default)],
-        sensors=[aid_ranges_sensor, build_new_labels_sensor(labels_job, names)],
+        sensors=[
+            aid_ranges_sensor,
+            build_new_labels_sensor(labels_job, names),
+            build_embedding_batches_sensor(list(refresh_jobs.values()), models.models),
+        ],
         resources={
             "postgres": postgres,
             "io_manager": PostgresPandasIOManager(postgres=postgres),

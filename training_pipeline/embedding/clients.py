@@ -144,18 +144,11 @@ class OpenAICompatibleClient:
     """
 
     def __init__(self, name: str, config: EmbeddingModelConfig, *, max_retries: int = 0) -> None:
-        import openai
-
         self.name = name
         self.endpoint = describe_endpoint(str(config.endpoint))
         self._config = config
         self._api_key = resolve_api_key(name, config)
-        self._client = openai.OpenAI(
-            base_url=str(config.endpoint),
-            api_key=self._api_key or "not-needed",
-            timeout=config.request_timeout_seconds,
-            max_retries=max_retries,
-        )
+        self._client = sdk_client(config, self._api_key, max_retries)
 
     def embed(self, texts: Sequence[str]) -> EmbeddingAnswer:
         config = self._config
@@ -207,6 +200,19 @@ def decode_embedding(value: object) -> np.ndarray:
         return np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError) as error:
         raise InvalidEmbeddingResponse(f"embedding is not a list of numbers: {error}") from None
+
+
+def sdk_client(config: EmbeddingModelConfig, api_key: str | None, max_retries: int) -> Any:
+    """The `openai` client of an `openai` model (shared by the synchronous and the batch path,
+    so both talk to the endpoint the same way; a keyless local server gets a placeholder)."""
+    import openai
+
+    return openai.OpenAI(
+        base_url=str(config.endpoint),
+        api_key=api_key or "not-needed",
+        timeout=config.request_timeout_seconds,
+        max_retries=max_retries,
+    )
 
 
 def resolve_api_key(name: str, config: EmbeddingModelConfig) -> str | None:

@@ -185,3 +185,12 @@ def assert_only_valid_vectors(rows: dict[str, np.ndarray], texts: list[str]) -> 
         assert vector.shape == (DIMENSIONS,)
         assert np.isfinite(vector).all() and np.linalg.norm(vector) > 0.5
         assert np.allclose(vector, synthetic_vector(by_checksum[checksum], DIMENSIONS), atol=1e-6)
+
+
+def cache_metadata(result) -> dict:
+    """The metadata of `REMOTE`'s embedding cache materialization in a run."""
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key == embedding_cache_key(REMOTE):
+            return {name: value.value for name, value in materialization.metadata.items()}
+    raise AssertionError("the embedding cache was not materialized")

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
 
 import numpy as np
 
@@ -437,7 +438,16 @@ def running_embedding_server(
     upstream: str | None = None, dimensions: int = 384, **options: object
 ) -> Iterator[EmbeddingServer]:
     """Start the server on a free loopback port; stop it on exit. `options`: see EmbeddingServer."""
-    server = EmbeddingServer(upstream, dimensions, **options)  # type: ignore[arg-type]
+    with serving(EmbeddingServer(upstream, dimensions, **options)) as server:  # type: ignore[arg-type]
+        yield server
+
+
+S = TypeVar("S", bound=EmbeddingServer)
+
+
+@contextmanager
+def serving(server: S) -> Iterator[S]:
+    """Serve `server` from a thread until the block ends, then stop it and close its socket."""
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:

@@ -11,6 +11,10 @@ a `CacheWriter`, which survives a dropped database connection. The materializati
 holds the run's numbers (requests, retries, 429s, tokens, cost, rates); a failed run carries
 them too, with how many texts are still missing (`embedding_report`).
 
+With `mode: batch` the missing texts go through the endpoint's Batch API instead (half price,
+answers within the completion window), and in either mode the step first collects any recorded
+batch that covers texts it needs rather than paying for them again (`embedding_batch`).
+
 The model's settings are the `EmbeddingModelConfig` the asset was built from, never a second
 read of the TOML, so one run uses one configuration from its first query to its last store; the
 step first claims the model's cache for that configuration's identity (`model_cache`).
@@ -26,6 +30,7 @@ from dagster import (
     AssetsDefinition,
     BackfillPolicy,
     Config,
+    Failure,
     MaterializeResult,
     TableColumn,
     TableSchema,
@@ -37,6 +42,11 @@ from pydantic import Field
 from training_pipeline.core.labels import attributed
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import model_inputs
+from training_pipeline.defs.assets.embedding_batch import (
+    BatchBranch,
+    BatchSettings,
+    refuse_unsupported_mode,
+)
 from training_pipeline.defs.assets.embedding_report import (
     failure_description,
     range_counts,
@@ -92,6 +102,29 @@ class EmbeddingCacheConfig(Config):
     progress_every_seconds: float = Field(
         default=10.0, gt=0, description="Seconds between progress lines in the run log"
     )
+    mode: Literal["sync", "batch"] = Field(
+        default="sync",
+        description="'sync': embedding requests now; 'batch': the endpoint's Batch API (half "
+        "price, answers within the completion window; needs batch_supported in the TOML)",
+    )
+    batch_failed_lines: Literal["retry_batch", "sync"] = Field(
+        default="retry_batch",
+        description="Batch mode: texts a batch did not embed go into a new batch, or are "
+        "embedded synchronously",
+    )
+    batch_retry_rounds: int = Field(
+        default=1,
+        ge=0,
+        le=5,
+        description="Batch mode, retry_batch: how many times a text is submitted again in this "
+        "run; 0: the step fails reporting them",
+    )
+    batch_wait_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Longest wait for batches in this run (default: until they end); then the "
+        "step fails, and the next run collects them",
+    )
 
 
 def labelled_aids(
@@ -138,6 +171,7 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
         postgres: PostgresResource,
         video_source: VideoSourceResource,
     ) -> MaterializeResult:
+        refuse_unsupported_mode(model_name, model, config.mode)
         texts = preprocessed_text
         if config.scope == "labelled":
             texts = texts[texts["aid"].isin(labelled_aids(postgres, video_source, context))]
@@ -157,7 +191,6 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
                 f"{len(unique_inputs)} distinct texts, {len(cached)} cached, "
                 f"{len(to_embed)} to embed"
             )
-            batch_checksums = to_embed["input_checksum"].tolist()
 
             def reconnect(seconds_left: float) -> EmbeddingCache:
                 # A server that is down refuses at once; one that is unreachable must not hold
@@ -167,22 +200,49 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
                     open_connection(url, autocommit=True), postgres.schema, cache.identity
                 )
 
-            writer = CacheWriter(
+            def cache_writer() -> CacheWriter:
+                return CacheWriter(
+                    cache,
+                    reconnect,
+                    replace=config.force_regenerate,
+                    log=context.log.warning,
+                    budget_seconds=reconnect_seconds,
+                )
+
+            # Rows of the synchronous engine and of batches are counted apart (embedding_batch).
+            writer, batch_writer = cache_writer(), cache_writer()
+            batches = BatchBranch(
+                context,
+                model_name,
+                model,
+                BatchSettings(
+                    config.mode,
+                    config.batch_failed_lines,
+                    config.batch_retry_rounds,
+                    config.batch_wait_seconds,
+                ),
                 cache,
-                reconnect,
-                replace=config.force_regenerate,
-                log=context.log.warning,
-                budget_seconds=reconnect_seconds,
+                batch_writer,
             )
+            batch_checksums = to_embed["input_checksum"].tolist()
 
             def store_batch(start: int, stop: int, vectors: np.ndarray) -> None:
                 writer.store(batch_checksums[start:stop], vectors)
+
+            def failure(description: str, run_stats: EmbeddingRunStats) -> Failure:
+                return step_failure(
+                    description, run_stats, writer, model, batches.metadata(), batch_writer
+                )
 
             stats = EmbeddingRunStats(
                 total=len(batch_checksums),
                 concurrency=1 if model.type == "local" else model.max_concurrent_requests,
             )
             try:
+                # Recorded batches first (and in batch mode, new ones); the rest goes sync.
+                to_embed = batches.embed(to_embed)
+                batch_checksums = to_embed["input_checksum"].tolist()
+                stats.total = len(batch_checksums)
                 if batch_checksums:  # no client (and no API key) needed when all is cached
                     stats = embed_texts(
                         build_client(model_name, model),
@@ -194,26 +254,26 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
                         stats=stats,
                     )
             except EmbeddingFailed as error:
-                raise step_failure(str(error), error.stats, writer, model) from error
+                raise failure(str(error), error.stats) from error
             except MissingApiKeyError as error:
                 cause = (
                     f"missing API key: the environment variable {error.variable} (named by "
                     "api_key_env in embedding_models.toml) is not set"
                 )
                 description = failure_description(model_name, model, cause, stats)
-                raise step_failure(description, stats, writer, model) from None
+                raise failure(description, stats) from None
             except CacheUnavailable as error:
                 cause = f"{error}, set by {env_var('db_reconnect_seconds')}"
                 description = failure_description(model_name, model, cause, stats)
-                raise step_failure(description, stats, writer, model) from None
+                raise failure(description, stats) from None
             except ModelIdentityError as error:  # the cache was dropped while we stored
                 raise identity_failure(error, cache.identity) from None
             finally:
                 writer.close()
+                batch_writer.close()
 
-        for key, counts in range_counts(
-            context.partition_keys, texts, inputs, writer.written
-        ).items():
+        written = writer.written | batch_writer.written
+        for key, counts in range_counts(context.partition_keys, texts, inputs, written).items():
             context.add_asset_metadata(counts, partition_key=key)
         metadata = {
             "model": model_name,
@@ -223,10 +283,11 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
             "force_regenerate": config.force_regenerate,
             "run_aid_ranges": len(context.partition_keys),
             "run_distinct_texts": len(unique_inputs),
-            "run_new_embeddings": len(writer.written),
-            "run_database_reconnects": writer.reconnects,
+            "run_new_embeddings": len(written),
+            "run_database_reconnects": writer.reconnects + batch_writer.reconnects,
             **run_metadata(stats, model, len(writer.written)),
         }
+        metadata.update(batches.metadata())
         return MaterializeResult(metadata=metadata)
 
     return embedding_cache

@@ -11,7 +11,7 @@ Texts and tokens are counted as sent (`run_texts_sent`, `run_tokens_sent`,
 another run stored some of the same texts first, the gap is `run_texts_sent_stored_by_another_run`.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 from dagster import Failure, MetadataValue
@@ -68,15 +68,20 @@ def step_failure(
     stats: EmbeddingRunStats,
     writer: CacheWriter,
     model: EmbeddingModelConfig,
+    batch_metadata: Mapping[str, object] | None = None,
+    batch_writer: CacheWriter | None = None,
 ) -> Failure:
-    """The step's failure, with what was stored and what is still missing."""
+    """The step's failure, with what was stored and what is still missing (and, after batch
+    work, the batch numbers of `embedding_batch` and the rows its writer stored)."""
+    writers = [writer] if batch_writer is None else [writer, batch_writer]
     return Failure(
         description=description,
         metadata={
-            "new_embeddings": len(writer.written),
+            "new_embeddings": sum(len(each.written) for each in writers),
             "missing_embeddings": stats.total - stats.texts,
-            "database_reconnects": writer.reconnects,
+            "database_reconnects": sum(each.reconnects for each in writers),
             **run_metadata(stats, model, len(writer.written)),
+            **(batch_metadata or {}),
         },
     )
 

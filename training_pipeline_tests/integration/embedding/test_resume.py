@@ -18,12 +18,12 @@ import psycopg
 import pytest
 
 from training_pipeline.core.text import text_checksum
-from training_pipeline.defs.keys import embedding_cache_key
 from training_pipeline_tests.support import embedding_fixtures
 from training_pipeline_tests.support.embedding_fixtures import (
     API_KEY_ENV,
     REMOTE,
     assert_only_valid_vectors,
+    cache_metadata,
     cached_rows,
     materialize_cache,
     seed_videos,
@@ -50,14 +50,6 @@ with DagsterInstance.ephemeral() as instance:
     materialize_cache(defs, instance)
 print("finished")
 """
-
-
-def cache_metadata(result) -> dict:
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
-        if materialization.asset_key == embedding_cache_key(REMOTE):
-            return {name: value.value for name, value in materialization.metadata.items()}
-    raise AssertionError("the embedding cache was not materialized")
 
 
 def missing_after(rows: dict, texts: list[str]) -> set[str]:

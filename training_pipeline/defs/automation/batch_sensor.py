@@ -26,12 +26,9 @@ from dagster import (
 )
 
 from training_pipeline.core.models_config import EmbeddingModelConfig
-from training_pipeline.defs.automation.shared import (
-    REASON_TAG,
-    TRIGGER_TAG,
-    partitions_in_flight,
-    range_order,
-)
+from training_pipeline.defs.automation.in_flight import partitions_in_flight
+from training_pipeline.defs.automation.partition_sync import registered_ranges
+from training_pipeline.defs.automation.shared import REASON_TAG, TRIGGER_TAG, range_order
 from training_pipeline.defs.dagster_compat import UnresolvedAssetJobDefinition
 from training_pipeline.defs.keys import (
     EMBEDDING_BATCHES_SENSOR_NAME,
@@ -94,8 +91,11 @@ def evaluate_embedding_batches(
             jobs = BatchJobs(connection, postgres.schema, model_identity(name, model))
             ended[name] = ended_batches(context, jobs, name, model)
     requests = []
+    registered = registered_ranges(context.instance).ranges
     for name, finished in ended.items():
-        busy = partitions_in_flight(context.instance, [refresh_job_name(name)])
+        busy = partitions_in_flight(
+            context.instance, registered, [refresh_job_name(name)], [embedding_cache_key(name)]
+        )
         cache_op = embedding_cache_key(name).to_python_identifier()
         for job, status in finished:
             for key in range_order(job.aid_ranges):

@@ -96,12 +96,14 @@ def read_for_snapshot(
         )
         gate = quality_gate(target)  # fails the step on a failed error-level rule
         table = sql.Identifier(postgres.schema, table_name)
-        columns = LABELLED_DATASET_COLUMNS
-        rows = write(
-            iter_frames(
-                connection, table, columns, PARTITION_COLUMN, keys, aids, SNAPSHOT_CHUNK_ROWS
-            )
-        )
+        frames = iter_frames(
+            connection, table, LABELLED_DATASET_COLUMNS, PARTITION_COLUMN, keys, aids,
+            SNAPSHOT_CHUNK_ROWS,
+        )  # fmt: skip
+        try:
+            rows = write(frames)
+        finally:
+            frames.close()  # a failed write closes the cursor now, inside the transaction
         new_checksums = embedded_since(
             connection,
             sql.Identifier(postgres.schema, CACHE_TABLE),

@@ -84,3 +84,29 @@ def test_a_snapshot_read_two_rows_at_a_time_is_the_file_written_in_one_piece(
     assert loaded.zero_vector_fallbacks == 0
     assert loaded.embeddings.shape == (len(EXPECTED), DIMENSIONS)
     assert np.isfinite(loaded.embeddings).all()
+
+
+def test_a_row_breaking_the_contract_mid_stream_fails_the_step_and_leaves_no_file(
+    built, instance, database_url, datasets_dir, monkeypatch
+):
+    defs, _run, _contract = built
+    broken = sorted(EXPECTED)[-2]  # read in the last chunks, after files were written to
+    with open_connection(database_url) as connection:
+        connection.execute(
+            sql.SQL("UPDATE {} SET user_labels_json = '[]' WHERE aid = %s").format(
+                sql.Identifier("training_pipeline", labelled_dataset_table(LOCAL))
+            ),
+            (broken,),
+        )
+    monkeypatch.setattr(snapshot_read, "SNAPSHOT_CHUNK_ROWS", 2)
+    result = materialize_with_config(
+        defs, instance, {dataset_snapshot_key(LOCAL): {"dataset_id": "broken"}}, False
+    )
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    message = failure.event_specific_data.error.message
+    assert f"aid {broken}" in message and "breaks the file format the trainer reads" in message
+    assert sorted(path.name for path in datasets_dir.iterdir()) == [
+        "contract.metadata.json",
+        "contract.parquet",
+    ]  # no half-written temporary file, no sidecar

@@ -6,9 +6,11 @@ new, validated, unique dataset id.
 
 Snapshots are reproducible: rows are ordered by aid, the `split` column depends on the aid and
 the configured ratios only, and the Parquet file holds no time or random value, so the same
-labelled rows always give a byte-identical file. The sidecar records where the rows came from:
-the model, the text format, the tie policy and, per aid range, the materialization (run, time,
-data version) that wrote the rows, plus the latest asset check results of the labelled dataset.
+labelled rows always give a byte-identical file. The rows are never all in memory: they stream
+from the database into the file chunk by chunk (`snapshot_rows`). The sidecar records where the
+rows came from: the model, the text format, the tie policy and, per aid range, the
+materialization (run, time, data version) that wrote the rows, plus the latest asset check
+results of the labelled dataset.
 """
 
 from datetime import UTC, datetime

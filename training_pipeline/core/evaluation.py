@@ -248,6 +248,45 @@ def evaluate(
     }
 
 
+class RowsFingerprint:
+    """`rows_fingerprint` computed chunk by chunk over rows that arrive in aid order.
+
+    A snapshot streams its rows from the database in chunks and cannot hold them all; feeding
+    the chunks in aid order gives exactly the value `rows_fingerprint` gives for the whole set.
+    A chunk whose aids go back before the previous chunk's raises (the lines would be hashed in
+    another order than `rows_fingerprint` sorts them into).
+    """
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._last_aid: int | None = None
+
+    def update(
+        self,
+        aids: np.ndarray,
+        labels: np.ndarray,
+        inconsistent: np.ndarray,
+        checksums: list[str],
+    ) -> None:
+        """Add one chunk of rows, in aid order, after every earlier chunk's."""
+        aids = np.asarray(aids, dtype=np.int64)
+        if len(aids) == 0:
+            return
+        if np.any(np.diff(aids) < 0) or (self._last_aid is not None and aids[0] < self._last_aid):
+            raise ValueError("rows_fingerprint: rows must arrive in aid order")
+        self._last_aid = int(aids[-1])
+        lines = [
+            f"{int(aid)},{int(bool(label))},{int(bool(flag))},{checksum}\n"
+            for aid, label, flag, checksum in zip(
+                aids, labels, inconsistent, checksums, strict=True
+            )
+        ]
+        self._digest.update("".join(lines).encode())
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
 def rows_fingerprint(
     aids: np.ndarray, labels: np.ndarray, inconsistent: np.ndarray, checksums: list[str]
 ) -> str:
@@ -257,8 +296,11 @@ def rows_fingerprint(
     which is how a snapshot tells whether an evaluation is of exactly the rows it froze.
     """
     order = np.argsort(np.asarray(aids, dtype=np.int64), kind="stable")
-    digest = hashlib.sha256()
-    for index in order:
-        line = f"{int(aids[index])},{int(bool(labels[index]))},{int(bool(inconsistent[index]))}"
-        digest.update(f"{line},{checksums[index]}\n".encode())
-    return digest.hexdigest()
+    fingerprint = RowsFingerprint()
+    fingerprint.update(
+        np.asarray(aids, dtype=np.int64)[order],
+        np.asarray(labels)[order],
+        np.asarray(inconsistent)[order],
+        [checksums[index] for index in order],
+    )
+    return fingerprint.hexdigest()

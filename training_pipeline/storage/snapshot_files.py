@@ -123,12 +123,22 @@ class DatasetStore:
         return files.parquet.exists() or files.sidecar.exists()
 
     @contextmanager
-    def prepare(self, table: pa.Table) -> Iterator[PreparedFile]:
-        """Write `table` as a Parquet file under a temporary name in the folder; it is removed
-        on exit unless `publish` gave it a dataset id (hard links keep the published name)."""
+    def temporary_file(self) -> Iterator[Path]:
+        """A temporary path in the folder for a file to `publish` (written by the caller, e.g.
+        row group by row group); it is removed on exit unless `publish` gave it a dataset id
+        (hard links keep the published name)."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         temporary = self.base_dir / f".snapshot.{uuid.uuid4().hex}.tmp"
         try:
+            yield temporary
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    @contextmanager
+    def prepare(self, table: pa.Table) -> Iterator[PreparedFile]:
+        """Write `table` (in one piece) as a Parquet file under a temporary name in the folder;
+        see `temporary_file`."""
+        with self.temporary_file() as temporary:
             write_parquet(table, temporary)
             yield PreparedFile(
                 path=temporary,
@@ -137,8 +147,6 @@ class DatasetStore:
                 columns=list(table.column_names),
                 rows=table.num_rows,
             )
-        finally:
-            temporary.unlink(missing_ok=True)
 
     def publish(
         self, prepared: PreparedFile, dataset_id: str, sidecar: dict[str, Any]

@@ -69,14 +69,31 @@ def dataset_stats(rows: Any, new_checksums: Set[str], model_name: str) -> dict[s
     several re-uploaded videos may share), not rows: those whose vector was cached since the
     model's previous snapshot (`new_checksums`) and the others. They sum to `distinct_texts`.
     """
-    distinct = set(rows["text_checksum"])
+    return stats_of(
+        len(rows),
+        set(rows["text_checksum"]),
+        int(rows["inconsistent"].sum()),
+        new_checksums,
+        model_name,
+    )
+
+
+def stats_of(
+    total_records: int,
+    distinct: Set[str],
+    inconsistent: int,
+    new_checksums: Set[str],
+    model_name: str,
+) -> dict[str, Any]:
+    """The `stats` of rows given by their count, distinct checksums and inconsistent rows
+    (what `dataset_stats` counts, and what a streamed snapshot adds up chunk by chunk)."""
     new = len(distinct & new_checksums)
     return {
-        "total_records": len(rows),
+        "total_records": total_records,
         "distinct_texts": len(distinct),
         "new_embeddings": new,
         "reused_embeddings": len(distinct) - new,
-        "inconsistent_labels": int(rows["inconsistent"].sum()),
+        "inconsistent_labels": inconsistent,
         "embedding_model": model_name,
     }
 

@@ -4,13 +4,14 @@ Writes stream rows into `COPY ... FROM STDIN (FORMAT BINARY)`; vectors go out as
 binary format straight from the frame's float32 matrix. Reads use a server-side cursor in
 binary mode and fetch a bounded number of rows at a time, copying each vector into one
 preallocated (n, d) matrix, so a partition of 100,000 1024-d vectors never exists twice in
-memory and no vector is ever formatted or parsed as text.
+memory and no vector is ever formatted or parsed as text. A read too large to hold at all (a
+snapshot of every range) goes chunk by chunk instead (`iter_frames`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -180,3 +181,43 @@ def read_table(
         else:
             data[col.name] = _scalar_series(scalars[index], col)
     return pd.DataFrame(data)
+
+
+def _chunk_frame(rows: list[tuple[object, ...]], columns: Sequence[Column]) -> pd.DataFrame:
+    """One fetched chunk as a frame: vectors as one (n, d) matrix, scalars as `read_table`'s."""
+    data = {}
+    for index, col in enumerate(columns):
+        if col.type != "vector":
+            data[col.name] = _scalar_series([row[index] for row in rows], col)
+            continue
+        buffer = _VectorBuffer(col.name, len(rows))
+        for offset, row in enumerate(rows):
+            buffer.put(offset, row[index])
+        data[col.name] = buffer.series(len(rows))
+    return pd.DataFrame(data)
+
+
+def iter_frames(
+    connection: psycopg.Connection,
+    target: sql.Identifier,
+    columns: Sequence[Column],
+    partition_column: str | None = None,
+    keys: Sequence[str] | None = None,
+    aids: Sequence[int] | None = None,
+    chunk_rows: int = FETCH_CHUNK_ROWS,
+) -> Iterator[pd.DataFrame]:
+    """The rows `read_table` reads (same filter, same aid order), as frames of at most
+    `chunk_rows` rows from one server-side binary cursor, so only one chunk is ever in memory.
+
+    Run it inside the caller's transaction to read one consistent state (the cursor lives in a
+    savepoint of it); each frame has a fresh index starting at 0.
+    """
+    names = [col.name for col in columns]
+    query, params = select_statement(target, names, partition_column, keys, aids)
+    with (
+        connection.transaction(),
+        connection.cursor(name=f"iter_{uuid.uuid4().hex}", binary=True) as cursor,
+    ):
+        cursor.execute(query, params)
+        while rows := cursor.fetchmany(chunk_rows):
+            yield _chunk_frame(rows, columns)

@@ -107,16 +107,18 @@ def snapshot_evaluation(
     connection: psycopg.Connection,
     schema: str,
     model_name: str,
-    rows: pd.DataFrame,
+    rows_fingerprint: str,
     ratios: SplitRatios,
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The sidecar's `evaluation` of a snapshot's rows (None and the reason when there is none):
-    the model's latest evaluation, if it evaluated exactly these rows with these split ratios."""
+    the model's latest evaluation, if it evaluated exactly these rows (their
+    `labelled_rows_fingerprint`, which a streamed snapshot computes chunk by chunk) with these
+    split ratios."""
     return evaluation_for_snapshot(
         connection,
         schema,
         model_name,
-        labelled_rows_fingerprint(rows),
+        rows_fingerprint,
         ratios.as_dict(),
         evaluation_key(model_name).to_user_string(),
     )

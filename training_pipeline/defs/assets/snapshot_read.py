@@ -7,11 +7,14 @@ after that point and is invisible to every one of them. The lineage recorded for
 materialization of the run whose rows were read (`io_manager_lineage`), not whichever is latest
 in the event log. Ranges written before writes were recorded fall back to the latest
 materialization, checked unchanged after the read.
+
+The rows are never all in memory: they stream from a server-side binary cursor, chunk by chunk,
+into the snapshot's file (`snapshot_rows.write_rows`), inside the same transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +29,7 @@ from training_pipeline.defs.assets.snapshot_lineage import (
     lineage_entry,
     partition_lineage,
 )
+from training_pipeline.defs.assets.snapshot_rows import StreamedRows
 from training_pipeline.defs.checks.rules import CheckTarget, RuleOutcome, quality_gate
 from training_pipeline.defs.io_manager_lineage import (
     UnrecordedWriteError,
@@ -36,14 +40,18 @@ from training_pipeline.defs.resources import PostgresResource, VideoSourceResour
 from training_pipeline.defs.table_schemas import PARTITION_COLUMN
 from training_pipeline.storage.embedding_cache import embedded_since
 from training_pipeline.storage.partition_writes import read_writes
-from training_pipeline.storage.table_io import read_table
+from training_pipeline.storage.table_io import iter_frames
+
+SNAPSHOT_CHUNK_ROWS = 2_000
+"""Rows fetched from the cursor at a time: about 8 MB of 1024-d vectors. The file does not
+depend on it (see `storage.snapshot_stream`); the tests make it tiny to prove that."""
 
 
 @dataclass(frozen=True)
 class SnapshotRead:
     """What a snapshot read, all of one database state."""
 
-    rows: pd.DataFrame
+    rows: StreamedRows  # the file written from the rows, and what was counted on the way
     gate: list[RuleOutcome]
     new_checksums: set[str]
     lineage: dict[str, dict[str, Any]]  # per range: the materialization whose rows were read
@@ -58,9 +66,11 @@ def read_for_snapshot(
     keys: Sequence[str],
     aids: Sequence[int] | None,
     since: str | None,
+    write: Callable[[Iterator[pd.DataFrame]], StreamedRows],
 ) -> SnapshotRead:
-    """Gate and read the ranges `keys` (only `aids` if given) in one transaction; fails the step
-    on a failed error-level rule or a range whose writer logged no materialization."""
+    """Gate and read the ranges `keys` (only `aids` if given) in one transaction, handing the
+    rows as chunks in aid order to `write`; fails the step on a failed error-level rule or a
+    range whose writer logged no materialization."""
     instance = context.instance
     source_key = labelled_dataset_key(model_name)
     table_name = labelled_dataset_table(model_name)
@@ -86,13 +96,20 @@ def read_for_snapshot(
         )
         gate = quality_gate(target)  # fails the step on a failed error-level rule
         table = sql.Identifier(postgres.schema, table_name)
-        rows = read_table(connection, table, LABELLED_DATASET_COLUMNS, PARTITION_COLUMN, keys, aids)
+        frames = iter_frames(
+            connection, table, LABELLED_DATASET_COLUMNS, PARTITION_COLUMN, keys, aids,
+            SNAPSHOT_CHUNK_ROWS,
+        )  # fmt: skip
+        try:
+            rows = write(frames)
+        finally:
+            frames.close()  # a failed write closes the cursor now, inside the transaction
         new_checksums = embedded_since(
             connection,
             sql.Identifier(postgres.schema, CACHE_TABLE),
             model_name,
             model.dimensions,
-            rows,
+            pd.DataFrame({"text_checksum": sorted(rows.checksums)}),
             since,
         )
     if unrecorded and latest_materialization_ids(instance, source_key, list(unrecorded)) != {

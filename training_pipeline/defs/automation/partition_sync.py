@@ -89,7 +89,8 @@ def register_ranges(instance: DagsterInstance, keys: Sequence[str]) -> list[str]
     registrar removes its own.
     """
     current = instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME)
-    new_keys = [key for key in keys if key not in set(current)]
+    current_keys = set(current)  # once, not per key: a first sync registers thousands
+    new_keys = [key for key in keys if key not in current_keys]
     _check_used(read_registered([*current, *new_keys]), new_keys, "registered")
     if not new_keys:
         return []
@@ -105,7 +106,8 @@ def register_ranges(instance: DagsterInstance, keys: Sequence[str]) -> list[str]
 
 
 def _check_used(registered: RegisteredRanges, new_keys: Sequence[str], when: str) -> None:
-    rejected = [item for item in registered.ignored if item.key in set(new_keys)]
+    wanted = set(new_keys)
+    rejected = [item for item in registered.ignored if item.key in wanted]
     if rejected:
         raise RangesChangedError(
             "not registering aid ranges "

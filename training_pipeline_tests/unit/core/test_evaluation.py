@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from training_pipeline.core.evaluation import evaluate, rows_fingerprint
+from training_pipeline.core.evaluation import RowsFingerprint, evaluate, rows_fingerprint
 from training_pipeline.core.evaluation_report import markdown_table, metric_numbers
 from training_pipeline.core.probe_metrics import (
     METRIC_NAMES,
@@ -178,3 +178,27 @@ def test_the_chunked_standardiser_matches_scikit_learns_scaler():
     assert standardised.dtype == np.float32
     assert np.allclose(standardised, expected, atol=1e-4)
     assert (standardised[:, 4] == 0).all()
+
+
+def test_the_rows_fingerprint_fed_chunk_by_chunk_in_aid_order_is_the_same():
+    generator = np.random.default_rng(3)
+    aids = np.arange(1_000, dtype=np.int64) * 2
+    labels = generator.random(1_000) < 0.5
+    inconsistent = generator.random(1_000) < 0.2
+    checksums = [f"c{aid % 97}" for aid in aids]
+    shuffled = generator.permutation(1_000)
+    reference = rows_fingerprint(
+        aids[shuffled], labels[shuffled], inconsistent[shuffled], [checksums[i] for i in shuffled]
+    )
+    streamed = RowsFingerprint()
+    for start in (0, 1, 300, 301, 999):  # chunks of 1, 299, 1, 698 and 1 rows
+        end = {0: 1, 1: 300, 300: 301, 301: 999, 999: 1_000}[start]
+        streamed.update(
+            aids[start:end], labels[start:end], inconsistent[start:end], checksums[start:end]
+        )
+    assert streamed.hexdigest() == reference
+
+    backwards = RowsFingerprint()
+    backwards.update(aids[500:], labels[500:], inconsistent[500:], checksums[500:])
+    with pytest.raises(ValueError, match="aid order"):
+        backwards.update(aids[:500], labels[:500], inconsistent[:500], checksums[:500])

@@ -40,7 +40,9 @@ class ProgressLog:
     def seconds_until_due(self) -> float:
         return max(0.0, self._due - self.clock())
 
-    def line(self, done: int, requests: int, retries: int, rate_limited: int) -> str:
+    def line(
+        self, done: int, requests: int, retries: int, rate_limited: int, pace: float = 1.0
+    ) -> str:
         elapsed = max(self.clock() - self.started, 1e-9)
         texts_per_second = done / elapsed
         remaining = self.total - done
@@ -49,20 +51,28 @@ class ProgressLog:
         else:
             eta = format_duration(remaining / texts_per_second) if texts_per_second else "?"
         percent = 100.0 * done / self.total if self.total else 100.0
+        paced = f", paced at {100 * pace:.0f}% of the configured rate" if pace < 1.0 else ""
         return (
             f"{self.name}: {done}/{self.total} texts embedded ({percent:.1f}%), "
             f"{texts_per_second:.1f} texts/s, {requests / elapsed:.2f} requests/s "
-            f"({requests} requests, {retries} retries, {rate_limited} rate-limited), "
+            f"({requests} requests, {retries} retries, {rate_limited} rate-limited{paced}), "
             f"elapsed {format_duration(elapsed)}, ETA {eta}"
         )
 
     def maybe_log(
-        self, done: int, requests: int, retries: int, rate_limited: int, *, force: bool = False
+        self,
+        done: int,
+        requests: int,
+        retries: int,
+        rate_limited: int,
+        *,
+        pace: float = 1.0,
+        force: bool = False,
     ) -> bool:
-        """Log a line if one is due (or `force`); True if it did."""
+        """Log a line if one is due (or `force`); True if it did. `pace`: the limiter's factor."""
         now = self.clock()
         if not force and now < self._due:
             return False
-        self.log(self.line(done, requests, retries, rate_limited))
+        self.log(self.line(done, requests, retries, rate_limited, pace))
         self._due = now + self.every_seconds
         return True

@@ -7,10 +7,15 @@ it waits its Retry-After and is retried, and slowing everyone down only wastes t
 because the real limit is lower than the TOML says: then every request above it is refused, and
 only pacing lower helps. The two are told apart by evidence, not by a single answer:
 
-- **Congestion**: among the last `EVIDENCE_ANSWERS` answers to requests sent at the current pace,
-  at least `CONGESTED_SHARE` (and at least `MIN_429S`) are 429. Random 429s at 5% almost never
-  reach that (about once in 40 runs of 3,000 answers, see the unit tests); a limit at half the
-  configured rate refuses half of the requests and reaches it within a few seconds.
+- **Congestion**: `RUN_429S` answers in a row are 429 (429s clustering: a full window refuses
+  every request until it frees, so all requests in flight are refused together), or among the
+  last `EVIDENCE_ANSWERS` answers at least `CONGESTED_SHARE` (and at least `MIN_429S`) are
+  429 (a limit a little below the pace refuses a share of requests, spread out). Only answers
+  to requests sent at the current pace count. Random 429s at 5% almost never do either (five
+  in a row: about once in 3 million answers; the share: see the unit tests), while a limit at
+  half the configured rate shows within a second of its window filling up. The run needs
+  `RUN_429S` requests in flight; with fewer, all of them are refused, wait their Retry-After
+  and nothing more is sent meanwhile, which paces the client to the limit by itself.
   The new pace is learned from the server itself: the requests (and tokens) it accepted over
   the last `window_seconds` are what its limit lets through in a window, so the limiter paces at
   `LEARNED_HEADROOM` of that, within `[MAX_DECREASE, MIN_DECREASE]` times the current pace (a
@@ -37,6 +42,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+RUN_429S = 5
+"""429s in a row (no answer with vectors between them) that mean a full window."""
 EVIDENCE_ANSWERS = 100
 """Recent answers (at the current pace) the congestion test looks at."""
 CONGESTED_SHARE = 0.2
@@ -70,7 +77,7 @@ class PaceChange:
     factor: float
     reason: str  # "congestion", "probe failed", "probe" (started), "probe passed"
     pause_everyone: bool  # honour the 429's Retry-After for every request (evidence of a limit)
-    rate_limited_share: float  # 429s among the answers that led to the decision
+    evidence: str  # the answers that led to the decision, for the run log
 
 
 class CongestionControl:
@@ -88,6 +95,7 @@ class CongestionControl:
         self.slowdowns = 0
         self._recent: deque[bool] = deque(maxlen=EVIDENCE_ANSWERS)
         self._recent_429s = 0
+        self._run_429s = 0  # 429s in a row, at the current pace
         self._period_answers = 0  # since the last change of pace
         self._period_429s = 0
         self._accepted: deque[tuple[float, int]] = deque()  # (start, tokens) in the last window
@@ -122,6 +130,7 @@ class CongestionControl:
             self._recent_429s -= self._recent[0]
         self._recent.append(rate_limited)
         self._recent_429s += rate_limited
+        self._run_429s = self._run_429s + 1 if rate_limited else 0
 
         if self.probing and self._probe_failed():
             return self._back_to_stable(now)
@@ -135,7 +144,13 @@ class CongestionControl:
 
     def _congested(self) -> bool:
         count = self._recent_429s
-        return count >= MIN_429S and count >= CONGESTED_SHARE * len(self._recent)
+        share = count >= MIN_429S and count >= CONGESTED_SHARE * len(self._recent)
+        return share or self._run_429s >= RUN_429S
+
+    def _evidence(self) -> str:
+        if self._run_429s >= RUN_429S:
+            return f"{self._run_429s} answers in a row were 429"
+        return f"{self._recent_429s} of the last {len(self._recent)} answers were 429"
 
     def _probe_failed(self) -> bool:
         count = self._recent_429s
@@ -144,9 +159,6 @@ class CongestionControl:
 
     def _period_share(self) -> float:
         return self._period_429s / self._period_answers if self._period_answers else 0.0
-
-    def _recent_share(self) -> float:
-        return self._recent_429s / len(self._recent) if self._recent else 0.0
 
     def _remember_accepted(self, now: float, started: float, tokens: int) -> None:
         self._accepted.append((started, tokens))
@@ -180,17 +192,17 @@ class CongestionControl:
         self.changed_at = now
         self._period_answers = self._period_429s = 0
         self._recent.clear()
-        self._recent_429s = 0
+        self._recent_429s = self._run_429s = 0
 
     def _slow_down(
         self, now: float, full_request_rate: float | None, full_token_rate: float | None
     ) -> PaceChange:
-        share = self._recent_share()
+        evidence = self._evidence()
         self.slowdowns += 1
         learned = self.accepted_factor(full_request_rate, full_token_rate)
         if learned is None:  # no configured rate to lower: the limiter halves its concurrency
             self._change(now, 1.0)
-            return PaceChange(1.0, "congestion", pause_everyone=True, rate_limited_share=share)
+            return PaceChange(1.0, "congestion", pause_everyone=True, evidence=evidence)
         current = self.factor
         wanted = LEARNED_HEADROOM * learned
         new = max(MIN_FACTOR, min(current * MIN_DECREASE, max(current * MAX_DECREASE, wanted)))
@@ -199,26 +211,26 @@ class CongestionControl:
         self.probe_step = PROBE_STEP
         self.probe_wait = self.window_seconds
         self._change(now, new)
-        return PaceChange(new, "congestion", pause_everyone=True, rate_limited_share=share)
+        return PaceChange(new, "congestion", pause_everyone=True, evidence=evidence)
 
     def _back_to_stable(self, now: float) -> PaceChange:
-        share = self._period_share()
+        evidence = (
+            f"{self._recent_429s} of its {len(self._recent)} answers were 429, against "
+            f"{100 * self.background_share:.0f}% before"
+        )
         self.slowdowns += 1
         self.probing = False
         self.probe_step = PROBE_STEP
         self.probe_wait = min(self.probe_wait * 2, MAX_PROBE_WAIT_WINDOWS * self.window_seconds)
         self._change(now, self.stable_factor)
-        return PaceChange(
-            self.factor, "probe failed", pause_everyone=True, rate_limited_share=share
-        )
+        return PaceChange(self.factor, "probe failed", pause_everyone=True, evidence=evidence)
 
     def _start_probe(self, now: float, reason: str) -> PaceChange:
         self.background_share = self._period_share()
         self.probing = True
+        evidence = f"{self._period_429s} of {self._period_answers} answers were 429"
         self._change(now, min(1.0, self.stable_factor * (1.0 + self.probe_step)))
-        return PaceChange(
-            self.factor, reason, pause_everyone=False, rate_limited_share=self.background_share
-        )
+        return PaceChange(self.factor, reason, pause_everyone=False, evidence=evidence)
 
     def _probe_passed(self, now: float) -> PaceChange:
         self.stable_factor = self.factor
@@ -227,6 +239,6 @@ class CongestionControl:
         self.probe_wait = self.window_seconds
         if self.factor < 1.0:
             return self._start_probe(now, "probe passed")
-        share = self._period_share()
+        evidence = f"{self._period_429s} of {self._period_answers} answers were 429"
         self._change(now, 1.0)
-        return PaceChange(1.0, "probe passed", pause_everyone=False, rate_limited_share=share)
+        return PaceChange(1.0, "probe passed", pause_everyone=False, evidence=evidence)

@@ -225,7 +225,6 @@ class RateLimiter:
         self, change: PaceChange, rates_configured: bool, retry_after: float | None
     ) -> str:
         """The change as a line for the run log: why, the new pace, and any pause."""
-        share = f"{100 * change.rate_limited_share:.0f}%"
         if not rates_configured:
             in_flight = "unlimited" if self._window is None else str(int(self._window))
             pace = f"at most {in_flight} requests in flight"
@@ -234,20 +233,22 @@ class RateLimiter:
             pace = f"{paced:.0f} requests/min ({100 * change.factor:.0f}% of the configured limits)"
         else:
             pace = f"{100 * change.factor:.0f}% of the configured limits"
-        pause = (
-            f", everyone waits the Retry-After of {retry_after:.1f} s"
-            if change.pause_everyone and retry_after
-            else ""
-        )
+        pause = ""
+        if change.pause_everyone and retry_after:
+            wait = f"{retry_after:.1f} s" if retry_after >= 1 else f"{1000 * retry_after:.0f} ms"
+            pause = f", everyone waits the Retry-After of {wait}"
         if change.reason == "congestion":
             return (
-                f"{share} of recent answers were 429: the server's real limit is lower than "
-                f"configured; now {pace}{pause}"
+                f"{change.evidence}: the server's real limit is lower than configured; "
+                f"now {pace}{pause}"
             )
         if change.reason == "probe failed":
-            return f"probing a higher pace drew 429s ({share}); back to {pace}{pause}"
+            return f"probing a higher pace drew 429s ({change.evidence}); back to {pace}{pause}"
         if change.reason == "probe passed" and not self._control.probing:
-            return "no extra 429s for a window at the configured limits: the slow-down is over"
+            return (
+                f"no extra 429s for a window ({change.evidence}) at the configured limits: "
+                "the slow-down is over"
+            )
         if change.reason == "probe passed":
-            return f"no extra 429s for a window: pacing up to {pace}"
+            return f"no extra 429s for a window ({change.evidence}): pacing up to {pace}"
         return f"no congestion for {self._control.probe_wait:.0f} s: probing {pace}"

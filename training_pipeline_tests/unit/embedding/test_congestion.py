@@ -16,7 +16,9 @@ from collections.abc import Callable
 import pytest
 
 from training_pipeline.embedding.congestion import (
+    CONGESTED_SHARE,
     MAX_PROBE_WAIT_WINDOWS,
+    MIN_429S,
     PROBE_STEP,
     CongestionControl,
 )
@@ -93,6 +95,20 @@ def test_the_congestion_test_rarely_mistakes_five_percent_random_429s_for_a_limi
             control.on_answer(now, now, rng.random() < 0.05, full_request_rate=9.8)
         mistaken += control.slowdowns > 0
     assert mistaken <= 1
+
+
+def test_429s_spread_out_are_evidence_by_their_share_of_recent_answers():
+    control = CongestionControl(window_seconds=60.0)
+    now = 0.0
+    for number in range(200):  # every fourth answer a 429: never RUN_429S in a row
+        change = control.on_answer(now, now, number % 4 == 3, full_request_rate=9.8)
+        now += 0.1
+        if change is not None:
+            break
+    assert change is not None and change.reason == "congestion"
+    # MIN_429S of 4 * MIN_429S answers: 25%, over CONGESTED_SHARE.
+    assert number + 1 == 4 * MIN_429S and CONGESTED_SHARE < 0.25
+    assert change.evidence == f"{MIN_429S} of the last {4 * MIN_429S} answers were 429"
 
 
 def test_a_server_at_half_the_configured_limit_is_found_and_held_with_few_429s():

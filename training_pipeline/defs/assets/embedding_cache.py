@@ -53,6 +53,7 @@ from training_pipeline.defs.resources import (
 )
 from training_pipeline.defs.table_schemas import COLUMN_SCHEMA_KEY
 from training_pipeline.embedding.engine import EmbeddingFailed, EmbeddingRunStats, embed_texts
+from training_pipeline.embedding.tokens import input_rule
 from training_pipeline.storage.connection import open_connection
 from training_pipeline.storage.embedding_cache import CacheWriter, EmbeddingCache
 
@@ -188,7 +189,7 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
         texts = preprocessed_text
         if config.scope == "labelled":
             texts = texts[texts["aid"].isin(labelled_aids(postgres, video_source, context))]
-        inputs = model_inputs(texts, settings.max_tokens_per_input)
+        inputs = model_inputs(texts, input_rule(settings))
         unique_inputs = inputs.drop_duplicates("input_checksum")
         checksums = unique_inputs["input_checksum"].tolist()
 

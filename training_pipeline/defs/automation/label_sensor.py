@@ -17,7 +17,7 @@ from dagster import (
 )
 from psycopg import sql
 
-from training_pipeline.core.text import model_inputs
+from training_pipeline.core.text import InputRule, model_inputs
 from training_pipeline.defs.automation.partition_sync import (
     latest_materializations,
     recorded_fingerprint,
@@ -47,6 +47,7 @@ from training_pipeline.defs.resources import (
     PostgresResource,
     VideoSourceResource,
 )
+from training_pipeline.embedding.tokens import input_rule
 from training_pipeline.storage.connection import table_exists
 from training_pipeline.storage.embedding_cache import EmbeddingCache
 from training_pipeline.storage.fingerprints import LABEL_FINGERPRINTS_KEY, label_fingerprints
@@ -76,14 +77,14 @@ def ranges_missing_embeddings(
     schema: str,
     model_name: str,
     dimensions: int,
-    max_tokens_per_input: int,
+    rule: InputRule,
     texts: pd.DataFrame,
 ) -> set[str]:
     """Ranges where a labelled video's model input (truncated as the model sends it) is not
     cached for the model: their labelled dataset needs the embedding cache first."""
     if texts.empty:
         return set()
-    inputs = model_inputs(texts, max_tokens_per_input)
+    inputs = model_inputs(texts, rule)
     if not table_exists(connection, sql.Identifier(schema, CACHE_TABLE)):
         cached: set[str] = set()
     else:
@@ -138,7 +139,7 @@ def evaluate_new_labels(
                 postgres.schema,
                 name,
                 settings.dimensions,
-                settings.max_tokens_per_input,
+                input_rule(settings),
                 in_scope,
             )
 

@@ -48,12 +48,12 @@ from training_pipeline_tests.support.embedding_server import (
     running_embedding_server,
 )
 
-ALLOWED_PER_MINUTE = 600
+ALLOWED_PER_MINUTE = scenarios.CONFIGURED_PER_MINUTE
 LATENCY_SECONDS = 0.2
 TEXTS = 20_000
 TEXTS_PER_REQUEST = 50
 DIMENSIONS = 1024
-MAX_CONCURRENT = 8
+MAX_CONCURRENT = scenarios.MAX_CONCURRENT
 BASELINE_SLEEP_SECONDS = 1.0
 BASELINE_REQUESTS = 30
 MODEL = "bench-remote"
@@ -73,18 +73,7 @@ def synthetic_texts(count: int, seed: int = 20240601) -> list[str]:
 
 
 def model_config(server: EmbeddingServer) -> EmbeddingModelConfig:
-    return EmbeddingModelConfig(
-        type="openai",
-        endpoint=server.base_url,
-        api_model="synthetic",
-        dimensions=DIMENSIONS,
-        max_inputs_per_request=TEXTS_PER_REQUEST,
-        max_tokens_per_request=300_000,
-        max_tokens_per_input=8_192,
-        requests_per_minute=ALLOWED_PER_MINUTE,
-        max_concurrent_requests=MAX_CONCURRENT,
-        request_timeout_seconds=30,
-    )
+    return scenarios.model_config(server, DIMENSIONS, TEXTS_PER_REQUEST)
 
 
 class _Database:

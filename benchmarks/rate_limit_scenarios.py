@@ -115,13 +115,16 @@ class _LinearRecovery:
         return None
 
 
-def model_config(server: EmbeddingServer, dimensions: int) -> EmbeddingModelConfig:
+def model_config(
+    server: EmbeddingServer, dimensions: int, texts_per_request: int = TEXTS_PER_REQUEST
+) -> EmbeddingModelConfig:
+    """The simulated API as a model: configured for 600 requests/min, 8 in flight."""
     return EmbeddingModelConfig(
         type="openai",
         endpoint=server.base_url,
         api_model="synthetic",
         dimensions=dimensions,
-        max_inputs_per_request=TEXTS_PER_REQUEST,
+        max_inputs_per_request=texts_per_request,
         max_tokens_per_request=300_000,
         max_tokens_per_input=8_192,
         requests_per_minute=CONFIGURED_PER_MINUTE,

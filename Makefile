@@ -9,10 +9,12 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 .PHONY: install demo dev stop test lint format bench clean
 
 $(STAMP): setup.py pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@test -x $(BIN)/python || { echo "creating the virtualenv $(VENV) with $(PYTHON) ..."; $(PYTHON) -m venv $(VENV); }
+	@echo "installing the project and its Python packages into $(VENV) (first time: about a minute) ..."
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+	@echo "installed: $(VENV) is up to date"
 
 install: $(STAMP)
 

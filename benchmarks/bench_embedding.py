@@ -21,6 +21,9 @@ beyond it, 429 with Retry-After), with synthetic 1024-d vectors.
 
 The rate-limit window is reset between the measurements (as if the server had been idle for a
 minute), so each starts from a clean quota.
+
+Then the two 429 scenarios of `rate_limit_scenarios` (sporadic 429s; a server whose real limit
+is half the configured one), in the same run and into the same cache, with other texts.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import rate_limit_scenarios as scenarios
 from benchmarks.report import Report
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import text_checksum
@@ -44,12 +48,12 @@ from training_pipeline_tests.support.embedding_server import (
     running_embedding_server,
 )
 
-ALLOWED_PER_MINUTE = 600
+ALLOWED_PER_MINUTE = scenarios.CONFIGURED_PER_MINUTE
 LATENCY_SECONDS = 0.2
 TEXTS = 20_000
 TEXTS_PER_REQUEST = 50
 DIMENSIONS = 1024
-MAX_CONCURRENT = 8
+MAX_CONCURRENT = scenarios.MAX_CONCURRENT
 BASELINE_SLEEP_SECONDS = 1.0
 BASELINE_REQUESTS = 30
 MODEL = "bench-remote"
@@ -69,18 +73,7 @@ def synthetic_texts(count: int, seed: int = 20240601) -> list[str]:
 
 
 def model_config(server: EmbeddingServer) -> EmbeddingModelConfig:
-    return EmbeddingModelConfig(
-        type="openai",
-        endpoint=server.base_url,
-        api_model="synthetic",
-        dimensions=DIMENSIONS,
-        max_inputs_per_request=TEXTS_PER_REQUEST,
-        max_tokens_per_request=300_000,
-        max_tokens_per_input=8_192,
-        requests_per_minute=ALLOWED_PER_MINUTE,
-        max_concurrent_requests=MAX_CONCURRENT,
-        request_timeout_seconds=30,
-    )
+    return scenarios.model_config(server, DIMENSIONS, TEXTS_PER_REQUEST)
 
 
 class _Database:
@@ -144,7 +137,8 @@ def _steady_rate(server: EmbeddingServer) -> float:
 
 
 def run() -> Report:
-    texts = synthetic_texts(TEXTS)
+    all_texts = synthetic_texts(TEXTS + scenarios.texts_needed())
+    texts, scenario_texts = all_texts[:TEXTS], all_texts[TEXTS:]
     report = Report(
         "embedding",
         f"Embedding {TEXTS:,} texts against an API allowing {ALLOWED_PER_MINUTE} requests/min "
@@ -196,6 +190,22 @@ def run() -> Report:
         print(f"  sequential without sleep, {BASELINE_REQUESTS} requests ...", flush=True)
         sent_fast, fast_seconds = _old_loop(client, texts, BASELINE_REQUESTS, 0.0)
         sequential_rate = 60.0 * sent_fast / fast_seconds
+
+        def store_for(batch_texts):
+            batch_checksums = [text_checksum(text) for text in batch_texts]
+            return lambda start, stop, vectors: database.cache.store(
+                batch_checksums[start:stop], vectors
+            )
+
+        sporadic, previous = scenarios.sporadic(scenario_texts, store_for, DIMENSIONS)
+        half_limit = scenarios.half_limit(
+            scenario_texts[scenarios.SPORADIC_TEXTS + scenarios.PREVIOUS_POLICY_TEXTS :],
+            store_for,
+            DIMENSIONS,
+        )
+        stored = database.count()
+        expected = TEXTS + scenarios.texts_needed()
+        assert stored == expected, f"only {stored} of {expected} vectors stored"
 
     allowed = ALLOWED_PER_MINUTE
     report.add(
@@ -250,6 +260,7 @@ def run() -> Report:
     report.add(
         "requests / retries (ours)", stats.requests, "count", note=f"{stats.retries} retries"
     )
+    scenarios.add_rows(report, sporadic, previous, half_limit)
     report.notes += [
         f"Simulated API: fault server on loopback, {LATENCY_SECONDS * 1000:.0f} ms per answer, "
         f"{ALLOWED_PER_MINUTE} requests per sliding 60 s window (429 + Retry-After beyond), "
@@ -259,5 +270,15 @@ def run() -> Report:
         "batch committed to an embedding cache on a throw-away embedded PostgreSQL.",
         f"Baseline: the old service's loop (one request, then a {BASELINE_SLEEP_SECONDS:.0f} s "
         f"sleep), {BASELINE_REQUESTS} requests measured; same client, server and batch size.",
+        f"429 scenarios: {scenarios.TEXTS_PER_REQUEST} texts per request, the client configured "
+        f"for {scenarios.CONFIGURED_PER_MINUTE} requests/min and "
+        f"{scenarios.MAX_CONCURRENT} in flight; sporadic: the server allows "
+        f"{scenarios.CONFIGURED_PER_MINUTE}/min and answers a random "
+        f"{100 * scenarios.RANDOM_429_SHARE:.0f}% of admitted requests 429 with Retry-After: "
+        f"{scenarios.RANDOM_429_RETRY_AFTER:.0f}, baseline the previous limiter (every 429 "
+        "paused everyone and halved the pace, 30 s linear recovery); half limit: the server "
+        f"allows {scenarios.REAL_LIMIT_PER_MINUTE} per sliding minute, measured after the first "
+        f"{scenarios.DISCOVERY_SECONDS:.0f} s. Rates are the server's arrivals (429s included) "
+        "between the first and the last.",
     ]
     return report

@@ -21,10 +21,13 @@ from training_pipeline.defs.keys import (
     labelled_dataset_key,
     range_asset_keys,
 )
+from training_pipeline.embedding.progress import progress_listener
+from training_pipeline_demo.overall_progress import OverallProgress, count_texts_to_embed
 from training_pipeline_demo.seed import seed_sample_data
 
-# Step-level DEBUG events would bury the progress lines; the UI keeps every event anyway.
-QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+# The steps' own log lines (each range's embedding progress among them) would bury the demo's
+# progress line across ranges; warnings and errors still show, and the UI keeps every event.
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @dataclass
@@ -81,29 +84,39 @@ def run_demo(
     keys = instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME)
     summary.partitions, summary.new_partitions = len(keys), len(new_keys)
     echo(f"aid ranges: {len(keys)} registered ({len(new_keys)} new)")
+    model = resources["embedding_models"].model(model_name)
+    to_embed, distinct = count_texts_to_embed(postgres, video_source, model_name, model, keys)
+    echo(
+        f"to embed with {model_name}: {to_embed} of {distinct} distinct labelled texts"
+        + (" (the others are cached)" if to_embed < distinct else "")
+    )
 
     assets = [*(defs.assets or []), *(defs.asset_checks or [])]
     range_selection = range_asset_keys(model_name)
-    for number, key in enumerate(keys, start=1):
-        echo(f"[{number}/{len(keys)}] materializing aid range {key} ...")
-        result = materialize(
-            assets,
-            selection=range_selection,
-            partition_key=key,
-            instance=instance,
-            resources=resources,
-            run_config=QUIET_LOGS,
-        )
-        cache = _materialized_metadata(result, embedding_cache_key(model_name))
-        dataset = _materialized_metadata(result, labelled_dataset_key(model_name))
-        summary.new_embeddings += cache["new_embeddings"]
-        summary.labelled_rows += dataset["rows"]
-        line = (
-            f"    {key}: {dataset['rows']} labelled rows, {cache['new_embeddings']} new and "
-            f"{cache['reused_embeddings']} reused embeddings"
-        )
-        summary.per_partition.append(line)
-        echo(line)
+    progress = OverallProgress(to_embed, echo)
+    with progress_listener(progress.during_range):
+        for number, key in enumerate(keys, start=1):
+            echo(f"[{number}/{len(keys)}] materializing aid range {key} ...")
+            result = materialize(
+                assets,
+                selection=range_selection,
+                partition_key=key,
+                instance=instance,
+                resources=resources,
+                run_config=QUIET_LOGS,
+            )
+            cache = _materialized_metadata(result, embedding_cache_key(model_name))
+            dataset = _materialized_metadata(result, labelled_dataset_key(model_name))
+            summary.new_embeddings += cache["new_embeddings"]
+            summary.labelled_rows += dataset["rows"]
+            line = (
+                f"    {key}: {dataset['rows']} labelled rows, {cache['new_embeddings']} new and "
+                f"{cache['reused_embeddings']} reused embeddings"
+            )
+            summary.per_partition.append(line)
+            echo(line)
+            if to_embed:
+                progress.range_done(cache["new_embeddings"])
 
     snapshot = materialize(
         assets,

@@ -6,8 +6,10 @@ joined by a single newline, no prefixes. The checksum is the MD5 hex digest of t
 
 The cache is keyed by the checksum of the text actually sent to a model. A text longer than the
 model's per-input token limit is cut by `truncate_for_model`, a deterministic rule that depends
-only on the text and the limit, so the same video always maps to the same cache row; a text that
-fits is sent unchanged and keeps its `v1` checksum.
+only on the text, the limit and the model's token counter (`InputRule`), so the same video
+always maps to the same cache row; a text that fits is sent unchanged and keeps its `v1`
+checksum. Models whose tokenizer we have (the bundled local one) are cut by its real count;
+API models by a conservative estimate, since their tokenizers are not ours to run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -64,11 +68,35 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(float(char_token_weights(text).sum())))
 
 
-def truncate_for_model(text: str, max_tokens: int) -> str:
-    """The longest prefix of `text` whose estimated token count fits `max_tokens`.
+TokenCounter = Callable[[str], int]
+"""Tokens a model feeds for a text, everything it adds included (prefixes, special tokens)."""
 
-    Deterministic and independent of any learned state, so it can be part of the cache key.
+
+@dataclass(frozen=True)
+class InputRule:
+    """How one model's input is cut: its per-input window and who counts the tokens.
+
+    `count_tokens` None means the conservative estimate (`estimate_tokens`). Every caller that
+    needs a model's input checksums (the embedding step, the labelled dataset, the label sensor)
+    builds the same rule from the model's config, so they agree on the exact text and its key.
     """
+
+    max_tokens: int
+    count_tokens: TokenCounter | None = None
+
+
+def truncate_for_model(text: str, max_tokens: int, count_tokens: TokenCounter | None = None) -> str:
+    """The longest prefix of `text` whose token count fits `max_tokens`.
+
+    With `count_tokens` (a model's real tokenizer) the prefix is found by bisection over prefix
+    lengths: a prefix's count grows with its length (a longer prefix may rarely count one token
+    fewer, so the cut is where a prefix fits and the next longer one tried does not; the same
+    text always gives the same cut). Without it, the conservative estimate is summed per
+    character. Deterministic and independent of any learned state, so it can be part of the
+    cache key.
+    """
+    if count_tokens is not None:
+        return _truncate_by_counting(text, max_tokens, count_tokens)
     if len(text) * 4 <= max_tokens:  # fits even if every character were an emoji
         return text
     used = np.cumsum(char_token_weights(text))
@@ -76,15 +104,37 @@ def truncate_for_model(text: str, max_tokens: int) -> str:
     return text[:fitting]
 
 
-def model_inputs(texts: pd.DataFrame, max_tokens_per_input: int) -> pd.DataFrame:
+def _truncate_by_counting(text: str, max_tokens: int, count_tokens: TokenCounter) -> str:
+    if count_tokens(text) <= max_tokens:
+        return text
+    added = count_tokens("")
+    if added > max_tokens:
+        raise ValueError(
+            f"max_tokens_per_input = {max_tokens} leaves no room for text: the model adds "
+            f"{added} tokens (prefix, special tokens) to every input"
+        )
+    fits, too_long = 0, len(text)
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        if count_tokens(text[:middle]) <= max_tokens:
+            fits = middle
+        else:
+            too_long = middle
+    return text[:fits]
+
+
+def model_inputs(texts: pd.DataFrame, rule: InputRule) -> pd.DataFrame:
     """The exact input a model receives for each video, and that input's checksum (cache key).
 
     `texts` has `aid`, `text` and `checksum` (of the `v1` text), and may have `aid_range`, which
-    is passed through. Videos with an empty text are dropped: there is nothing to embed (APIs
-    reject empty input) and no vector to train on.
+    is passed through; `rule` is the model's (`embedding.tokens.input_rule`). Videos with an
+    empty text are dropped: there is nothing to embed (APIs reject empty input) and no vector to
+    train on.
     """
     non_empty = texts[texts["text"].str.len() > 0]
-    inputs = [truncate_for_model(text, max_tokens_per_input) for text in non_empty["text"]]
+    inputs = [
+        truncate_for_model(text, rule.max_tokens, rule.count_tokens) for text in non_empty["text"]
+    ]
     truncated = np.fromiter(
         (len(sent) < len(text) for sent, text in zip(inputs, non_empty["text"], strict=True)),
         dtype=bool,

@@ -5,15 +5,17 @@ How a run goes:
 
 - Texts (already truncated to the model's per-input limit) are cut into requests that respect
   the per-request input and token caps (`batching.plan_batches`).
-- Up to `max_concurrent_requests` requests are in flight at once (1 for the in-process local
-  model, whose C engine already uses every core), paced by a `RateLimiter` to the TOML's
-  requests/min and tokens/min. Token costs are our conservative estimate corrected by the ratio
-  of the `usage` the server reported to what we estimated for the same batches.
+- Up to `max_concurrent_requests` requests are in flight at once (for the in-process local
+  model, one single-threaded engine call per core: `clients.local_parallel_calls`), paced by
+  a `RateLimiter` to the TOML's requests/min and tokens/min. Token costs are our conservative
+  estimate corrected by the ratio of the `usage` the server reported to what we estimated for
+  the same batches.
 - Every answer is validated (one vector per input, in input order, of the configured size,
   finite, not all zero) before anything is stored. An invalid answer is retried like a 5xx.
 - 429, 408, 409, 5xx, timeouts and connection errors are retried with exponential backoff and
-  jitter, honouring Retry-After; a 429 also slows the limiter down. Each batch has one retry
-  budget (`max_retries` in the TOML) shared by all of these; any other error fails at once.
+  jitter, honouring Retry-After; every answer is evidence for the limiter, which slows down only
+  when the 429s show a lower real limit (see `rate_limit`, `congestion`). Each batch has one
+  retry budget (`max_retries` in the TOML) shared by all of these; any other error fails at once.
 - Each validated batch is handed to `store_batch` as soon as it arrives, from the calling
   thread, so a run that dies at any moment keeps every finished batch and the next run embeds
   only what is missing. When a batch fails for good, no new request is started, the requests
@@ -37,7 +39,7 @@ import numpy as np
 
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.embedding.batching import plan_batches
-from training_pipeline.embedding.clients import EmbeddingClient
+from training_pipeline.embedding.clients import EmbeddingClient, local_parallel_calls
 from training_pipeline.embedding.progress import ProgressLog
 from training_pipeline.embedding.rate_limit import LimiterStopped, RateLimiter
 from training_pipeline.embedding.retry import Failure, RetryPolicy, classify
@@ -72,6 +74,7 @@ class EmbeddingRunStats:
     requests: int = 0  # HTTP requests (or local model calls) made, retries included
     retries: int = 0  # requests that repeated a failed one
     rate_limited: int = 0  # 429 answers
+    slowdowns: int = 0  # times the limiter lowered its pace on evidence of a lower real limit
     tokens: int = 0  # tokens of stored batches: the server's usage where reported, else estimate
     reported_tokens: int = 0  # the part of `tokens` that the server reported
     estimated_tokens: int = 0  # our conservative estimate for the stored batches
@@ -201,7 +204,7 @@ class _Run:
                 raise _Cancelled
             cost = max(1, math.ceil(batch.estimated_tokens * self.usage()))
             try:
-                self.limiter.acquire(cost, self.stop)
+                started = self.limiter.acquire(cost, self.stop)
             except LimiterStopped:
                 raise _Cancelled from None
             try:
@@ -216,13 +219,13 @@ class _Run:
                 failure = classify(error)
                 message = self.scrub(str(error))
                 reason = self._final(failure, retry)
-                # Slow down / stop the others before this request's slot is handed on.
+                # Evidence for the limiter / stop the others before this slot is handed on.
                 if failure.rate_limited:
-                    self.limiter.on_rate_limited(failure.retry_after)
+                    self.limiter.on_rate_limited(failure.retry_after, started)
                 if reason is not None:
                     self.stop.set()
             else:
-                self.limiter.on_success()
+                self.limiter.on_success(started, cost)
                 if answer.total_tokens is not None:
                     self.usage.add(answer.total_tokens, batch.estimated_tokens)
                 return _Embedded(batch, vectors, answer.total_tokens)
@@ -238,6 +241,11 @@ class _Run:
             self._count(retries=1)
             if self.stop.wait(self.policy.delay(retry, failure.retry_after)):
                 raise _Cancelled
+
+
+def request_concurrency(config: EmbeddingModelConfig) -> int:
+    """Requests in flight at once: the TOML's, or for the local model one engine call per core."""
+    return local_parallel_calls() if config.type == "local" else config.max_concurrent_requests
 
 
 def embed_texts(
@@ -261,7 +269,7 @@ def embed_texts(
     unchanged; a caller that needs the numbers of such a run passes its own `stats`, which is
     filled in as the run goes. Either way, batches stored before stay stored.
     """
-    concurrency = 1 if config.type == "local" else config.max_concurrent_requests
+    concurrency = request_concurrency(config)
     stats = stats if stats is not None else EmbeddingRunStats()
     stats.total, stats.concurrency = len(texts), concurrency
     if not texts:
@@ -326,7 +334,9 @@ def embed_texts(
                     stats.tokens += batch.estimated_tokens
             with run.lock:
                 counts = (stats.requests, stats.retries, stats.rate_limited)
-            progress.maybe_log(stats.texts, *counts)
+            for notice in limiter.drain_notices():
+                log(f"{client.name}: {notice}")
+            progress.maybe_log(stats.texts, *counts, pace=limiter.factor())
     except BaseException:
         run.stop.set()
         executor.shutdown(wait=False, cancel_futures=True)
@@ -334,7 +344,17 @@ def embed_texts(
         raise
     executor.shutdown(wait=True)
     stats.elapsed_seconds = time.monotonic() - started
-    progress.maybe_log(stats.texts, stats.requests, stats.retries, stats.rate_limited, force=True)
+    stats.slowdowns = limiter.slowdowns
+    for notice in limiter.drain_notices():
+        log(f"{client.name}: {notice}")
+    progress.maybe_log(
+        stats.texts,
+        stats.requests,
+        stats.retries,
+        stats.rate_limited,
+        pace=limiter.factor(),
+        force=True,
+    )
     if failed is not None:
         raise EmbeddingFailed(_failure_message(client, failed, stats), stats)
     return stats

@@ -1,5 +1,5 @@
 """Client-side rate limiting: smooth pacing to requests/min and tokens/min, a concurrency cap,
-and a slow-down after every 429.
+and a slow-down only when 429s show that the server's real limit is lower than configured.
 
 Pacing is GCRA-style (a "virtual scheduling" token bucket with no burst): every request reserves
 the next free start time of each limit and sleeps until then, so requests leave evenly spaced at
@@ -13,16 +13,18 @@ limit, so the token rate is lowered by the largest request seen per `window_seco
 (`rate * window + largest <= limit`): safe for sliding-window servers and a small cost (a
 15k-token request against 1M tokens/min: 1.5%) for token-bucket ones.
 
-After a 429 the limiter (1) pauses every request until the server's Retry-After has passed and
-(2) slows down, at most once per `DECREASE_DEDUP_SECONDS` (concurrent requests are usually
-refused together): with a configured request or token rate, it multiplies its rates by
-`DECREASE_FACTOR` and recovers linearly to the full rate (half of it back per
-`RECOVERY_SECONDS`); with no configured rate, it halves the number of requests allowed in flight
-and wins one back per round of successful requests (additive increase, multiplicative decrease,
-as TCP does), up to `max_concurrent`.
+A 429 on its own changes nothing for the other requests: the batch that got it waits its
+Retry-After (the retry policy's delay) and is retried. Every answer is evidence for
+`congestion.CongestionControl`, which decides when the 429s mean a lower real limit; only then
+does the limiter (1) pause every request until that 429's Retry-After has passed (the server
+said when it has room again) and (2) pace lower: at what the server accepted over the last
+window, with a configured rate; with none, at half the requests in flight, winning one back
+per round of successful requests (additive increase, multiplicative decrease, as TCP does), up
+to `max_concurrent`. It probes back up once 429s stop (see `congestion`).
 
 An unset limit means unlimited. The limiter is thread-safe; waits are interruptible by a stop
-event so that a failing run does not sit out its reservations.
+event so that a failing run does not sit out its reservations. Each change of pace leaves a
+notice (`drain_notices`) for the run log.
 """
 
 from __future__ import annotations
@@ -31,16 +33,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from training_pipeline.embedding.congestion import CongestionControl, PaceChange
+
 PACING_HEADROOM = 0.98
 """Share of each configured limit we pace to: absorbs clock and network jitter at the server."""
-DECREASE_FACTOR = 0.5
-"""Rate multiplier applied on a 429."""
-MIN_FACTOR = 0.05
-"""The rate never drops below this share of the limit."""
-RECOVERY_SECONDS = 30.0
-"""Seconds to win back half of the full rate after a 429 (linear recovery)."""
-DECREASE_DEDUP_SECONDS = 1.0
-"""429s closer together than this count as one slow-down (they answer the same burst)."""
 
 
 class LimiterStopped(Exception):
@@ -56,7 +52,7 @@ def _default_wait(seconds: float, stop: threading.Event | None) -> bool:
 
 
 class RateLimiter:
-    """Paces requests to the per-minute limits, caps concurrency, and backs off after a 429."""
+    """Paces requests to the per-minute limits, caps concurrency, and slows down on evidence."""
 
     def __init__(
         self,
@@ -69,6 +65,7 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         wait: Callable[[float, threading.Event | None], bool] = _default_wait,
     ) -> None:
+        self._requests_per_minute = requests_per_minute
         self._request_rate = requests_per_minute / 60.0 * headroom if requests_per_minute else None
         self._token_rate = tokens_per_minute / 60.0 * headroom if tokens_per_minute else None
         self._window_seconds = window_seconds
@@ -83,37 +80,41 @@ class RateLimiter:
         self._next_request = float("-inf")
         self._next_tokens = float("-inf")
         self._blocked_until = float("-inf")
-        self._epoch = 0  # bumped by every 429, so sleepers re-check the pause
-        self._factor_floor = 1.0  # factor right after the last decrease
-        self._decreased_at = float("-inf")
+        self._epoch = 0  # bumped by every pause, so sleepers re-check it
+        self._control = CongestionControl(window_seconds)
+        self._notices: list[str] = []
         self.rate_limited = 0
 
     # -- reading the state ---------------------------------------------------------------------
 
-    def factor(self, now: float | None = None) -> float:
-        """The share of the full rate currently allowed (1.0 unless recovering from a 429)."""
-        now = self._clock() if now is None else now
+    def factor(self) -> float:
+        """The share of the configured rates currently paced at (1.0 unless slowed down)."""
         with self._lock:
-            return self._factor(now)
+            return self._control.factor
 
-    def _factor(self, now: float) -> float:
-        if self._factor_floor >= 1.0:
-            return 1.0
-        recovered = (now - self._decreased_at) * (0.5 / RECOVERY_SECONDS)
-        return min(1.0, self._factor_floor + recovered)
+    @property
+    def slowdowns(self) -> int:
+        """Times the pace (or, with no configured rate, the concurrency) was lowered."""
+        with self._lock:
+            return self._control.slowdowns
 
     def concurrency(self) -> int | None:
         """Requests currently allowed in flight (None: unlimited)."""
         with self._lock:
             return None if self._window is None else int(self._window)
 
-    def request_interval(self, now: float | None = None) -> float | None:
+    def request_interval(self) -> float | None:
         """Seconds between request starts at the current rate (None: unlimited)."""
-        now = self._clock() if now is None else now
         with self._lock:
             if self._request_rate is None:
                 return None
-            return 1.0 / (self._request_rate * self._factor(now))
+            return 1.0 / (self._request_rate * self._control.factor)
+
+    def drain_notices(self) -> list[str]:
+        """The changes of pace since the last call, as lines for the run log."""
+        with self._lock:
+            notices, self._notices = self._notices, []
+            return notices
 
     # -- acquiring -----------------------------------------------------------------------------
 
@@ -122,6 +123,7 @@ class RateLimiter:
 
         Takes a concurrency slot (held until `release`), then the next start time that respects
         both rates and any Retry-After pause. Raises `LimiterStopped` if `stop` is set meanwhile.
+        Pass the start time back with the answer (`on_success`, `on_rate_limited`).
         """
         self._take_slot(stop)
         try:
@@ -130,7 +132,7 @@ class RateLimiter:
                     now = self._clock()
                     epoch = self._epoch
                     start = max(now, self._next_request, self._next_tokens, self._blocked_until)
-                    factor = self._factor(start)
+                    factor = self._control.factor
                     if self._request_rate is not None:
                         self._next_request = start + 1.0 / (self._request_rate * factor)
                     if self._token_rate is not None:
@@ -143,7 +145,7 @@ class RateLimiter:
                     now = self._clock()
                     if self._epoch == epoch or now >= self._blocked_until:
                         return now
-                # A 429 arrived while we slept and its pause is not over: reserve again.
+                # A pause began while we slept and is not over: reserve again.
         except BaseException:
             self.release()
             raise
@@ -174,28 +176,79 @@ class RateLimiter:
 
     # -- feedback --------------------------------------------------------------------------------
 
-    def on_success(self) -> None:
-        """A request was answered: widen the concurrency window again after a slow-down."""
-        if self._window is None or self._max_concurrent is None:
-            return
+    def on_success(self, started: float | None = None, tokens: int = 1) -> None:
+        """A request that started at `started` (and cost `tokens`) was answered."""
         with self._lock:
-            if self._window < self._max_concurrent:
-                self._window = min(float(self._max_concurrent), self._window + 1.0 / self._window)
+            self._record(self._clock(), started, False, tokens, retry_after=None)
+            window, most = self._window, self._max_concurrent
+            if window is not None and most is not None and window < most:
+                self._window = min(float(most), window + 1.0 / window)
                 self._slot_freed.notify()
 
-    def on_rate_limited(self, retry_after: float | None) -> None:
-        """A request was answered 429: pause everyone for Retry-After and slow down."""
+    def on_rate_limited(self, retry_after: float | None, started: float | None = None) -> None:
+        """A request that started at `started` was answered 429.
+
+        Only its own batch waits `retry_after` (the retry policy's delay), unless this answer
+        completes the evidence of a lower real limit: then everyone waits and the pace drops.
+        """
         with self._lock:
-            now = self._clock()
             self.rate_limited += 1
+            self._record(self._clock(), started, True, 1, retry_after)
+
+    def _record(
+        self,
+        now: float,
+        started: float | None,
+        rate_limited: bool,
+        tokens: int,
+        retry_after: float | None,
+    ) -> None:
+        change = self._control.on_answer(
+            now,
+            started,
+            rate_limited,
+            tokens,
+            full_request_rate=self._request_rate,
+            full_token_rate=None if self._token_rate is None else self._token_rate_for_window(),
+        )
+        if change is None:
+            return
+        if change.pause_everyone and retry_after is not None and retry_after > 0:
+            self._blocked_until = max(self._blocked_until, now + retry_after)
             self._epoch += 1
-            if retry_after is not None and retry_after > 0:
-                self._blocked_until = max(self._blocked_until, now + retry_after)
-            if now - self._decreased_at < DECREASE_DEDUP_SECONDS:
-                return
-            if self._request_rate is not None or self._token_rate is not None:
-                self._factor_floor = max(MIN_FACTOR, self._factor(now) * DECREASE_FACTOR)
-                self._decreased_at = now
-            elif self._window is not None:
-                self._window = max(1.0, int(self._window) / 2)
-                self._decreased_at = now
+        rates_configured = self._request_rate is not None or self._token_rate is not None
+        if change.reason == "congestion" and not rates_configured and self._window is not None:
+            self._window = max(1.0, int(self._window) / 2)
+        self._notices.append(self._describe(change, rates_configured, retry_after))
+
+    def _describe(
+        self, change: PaceChange, rates_configured: bool, retry_after: float | None
+    ) -> str:
+        """The change as a line for the run log: why, the new pace, and any pause."""
+        if not rates_configured:
+            in_flight = "unlimited" if self._window is None else str(int(self._window))
+            pace = f"at most {in_flight} requests in flight"
+        elif self._requests_per_minute:
+            paced = self._requests_per_minute * PACING_HEADROOM * change.factor
+            pace = f"{paced:.0f} requests/min ({100 * change.factor:.0f}% of the configured limits)"
+        else:
+            pace = f"{100 * change.factor:.0f}% of the configured limits"
+        pause = ""
+        if change.pause_everyone and retry_after:
+            wait = f"{retry_after:.1f} s" if retry_after >= 1 else f"{1000 * retry_after:.0f} ms"
+            pause = f", everyone waits the Retry-After of {wait}"
+        if change.reason == "congestion":
+            return (
+                f"{change.evidence}: the server's real limit is lower than configured; "
+                f"now {pace}{pause}"
+            )
+        if change.reason == "probe failed":
+            return f"probing a higher pace drew 429s ({change.evidence}); back to {pace}{pause}"
+        if change.reason == "probe passed" and not self._control.probing:
+            return (
+                f"no extra 429s for a window ({change.evidence}) at the configured limits: "
+                "the slow-down is over"
+            )
+        if change.reason == "probe passed":
+            return f"no extra 429s for a window ({change.evidence}): pacing up to {pace}"
+        return f"no congestion for {self._control.probe_wait:.0f} s: probing {pace}"

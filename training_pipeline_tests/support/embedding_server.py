@@ -10,7 +10,13 @@ It can misbehave the way real embedding APIs do:
 
 - `latency`: seconds before every answer;
 - a sliding-window rate limit (`requests_per_minute`, `tokens_per_minute` per `window_seconds`)
-  answered with 429 and `Retry-After` / `retry-after-ms` (the time until the window frees);
+  answered with 429 and `Retry-After` / `retry-after-ms` (the time until the window frees); set
+  below the client's configured limit, it is a server whose real limit is lower than the client
+  was told;
+- sporadic 429s: a random `random_429_share` of the requests the window admits is answered 429
+  with `Retry-After: random_429_retry_after` (seeded by `random_seed`, so a run is repeatable
+  for a given arrival order); they do not count against the window, as a refused request
+  never does;
 - a fault queue (`inject`) and a per-request schedule (`schedule`) of the kinds in `FAULTS`;
 - `down` mode: every request fails with one kind (an outage), until `up()`.
 
@@ -26,6 +32,7 @@ import base64
 import hashlib
 import json
 import math
+import random
 import socket
 import struct
 import threading
@@ -197,6 +204,9 @@ class EmbeddingServer(ThreadingHTTPServer):
         hang_seconds: float = 30.0,
         retry_after: float = 0.2,
         echo_credentials: bool = False,
+        random_429_share: float = 0.0,
+        random_429_retry_after: float = 1.0,
+        random_seed: int = 0,
     ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.upstream = upstream.rstrip("/") if upstream else None
@@ -208,6 +218,9 @@ class EmbeddingServer(ThreadingHTTPServer):
         self.hang_seconds = hang_seconds
         self.retry_after = retry_after
         self.echo_credentials = echo_credentials
+        self.random_429_share = random_429_share
+        self.random_429_retry_after = random_429_retry_after
+        self._random = random.Random(random_seed)
         self.schedule: Callable[[int, list[str]], str | Fault | None] | None = None
         self.on_request: Callable[[int, list[str]], None] | None = None
         self.stats = ServerStats()
@@ -272,6 +285,8 @@ class EmbeddingServer(ThreadingHTTPServer):
             if over_requests or over_tokens:
                 wait = max(0.001, window[0][0] + self.window_seconds - now)
                 return Fault("429", retry_after=wait)
+            if self.random_429_share and self._random.random() < self.random_429_share:
+                return Fault("429", retry_after=self.random_429_retry_after)
             window.append((now, tokens))
             if self._queue:
                 return self._queue.popleft()

@@ -68,7 +68,13 @@ from training_pipeline.defs.partitions import aid_ranges_partitions
 from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
 from training_pipeline.defs.table_schemas import COLUMN_SCHEMA_KEY
 from training_pipeline.embedding.clients import MissingApiKeyError, build_client
-from training_pipeline.embedding.engine import EmbeddingFailed, EmbeddingRunStats, embed_texts
+from training_pipeline.embedding.engine import (
+    EmbeddingFailed,
+    EmbeddingRunStats,
+    embed_texts,
+    request_concurrency,
+)
+from training_pipeline.embedding.tokens import input_rule
 from training_pipeline.settings import env_var, load_settings
 from training_pipeline.storage.cache_writer import CacheUnavailable, CacheWriter
 from training_pipeline.storage.connection import open_connection
@@ -175,7 +181,7 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
         texts = preprocessed_text
         if config.scope == "labelled":
             texts = texts[texts["aid"].isin(labelled_aids(postgres, video_source, context))]
-        inputs = model_inputs(texts, model.max_tokens_per_input)
+        inputs = model_inputs(texts, input_rule(model))
         unique_inputs = inputs.drop_duplicates("input_checksum")
         checksums = unique_inputs["input_checksum"].tolist()
         reconnect_seconds = load_settings().db_reconnect_seconds
@@ -236,7 +242,7 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
 
             stats = EmbeddingRunStats(
                 total=len(batch_checksums),
-                concurrency=1 if model.type == "local" else model.max_concurrent_requests,
+                concurrency=request_concurrency(model),
             )
             try:
                 # Recorded batches first (and in batch mode, new ones); the rest goes sync.

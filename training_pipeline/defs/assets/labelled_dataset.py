@@ -44,6 +44,7 @@ from training_pipeline.defs.table_schemas import (
     partition_column,
     table_metadata,
 )
+from training_pipeline.embedding.tokens import input_rule
 from training_pipeline.storage.embedding_cache import EmbeddingCache
 from training_pipeline.storage.fingerprints import LABEL_FINGERPRINTS_KEY, label_fingerprints
 from training_pipeline.storage.vector_columns import vector_matrix, vector_series
@@ -143,7 +144,7 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
             label_rows = pd.concat(rows_by_range.values(), ignore_index=True)
             fingerprints = label_fingerprints(connection, video_source.tables, ranges)
             labels = consensus_labels(label_rows, config.tie_policy)
-            inputs = model_inputs(preprocessed_text, model.max_tokens_per_input)
+            inputs = model_inputs(preprocessed_text, input_rule(model))
             rows = (
                 labels.merge(
                     preprocessed_text[["aid", PARTITION_COLUMN, "metadata_json"]], on="aid"

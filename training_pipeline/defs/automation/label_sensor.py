@@ -50,6 +50,7 @@ from training_pipeline.defs.resources import (
     VideoSourceResource,
 )
 from training_pipeline.embedding.clients import model_identity
+from training_pipeline.embedding.tokens import input_rule
 from training_pipeline.storage.connection import table_exists
 from training_pipeline.storage.embedding_cache import EmbeddingCache
 from training_pipeline.storage.fingerprints import LABEL_FINGERPRINTS_KEY, label_fingerprints
@@ -86,7 +87,7 @@ def ranges_missing_embeddings(
     embedding cache first."""
     if texts.empty:
         return set()
-    inputs = model_inputs(texts, model.max_tokens_per_input)
+    inputs = model_inputs(texts, input_rule(model))
     if not table_exists(connection, sql.Identifier(schema, CACHE_TABLE)):
         cached: set[str] = set()
     else:

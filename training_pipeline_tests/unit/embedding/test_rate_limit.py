@@ -2,7 +2,7 @@
 
 The limiter is pure scheduling logic: a virtual clock makes every assertion exact and instant.
 The real-HTTP behaviour (no 429 against a server enforcing the same limit) is in
-test_embedding_engine.py.
+integration/embedding/test_engine.py; when 429s mean a lower limit is test_congestion.py.
 """
 
 from __future__ import annotations
@@ -18,13 +18,8 @@ import pytest
 
 from training_pipeline.core.text import estimate_tokens
 from training_pipeline.embedding.batching import plan_batches
-from training_pipeline.embedding.rate_limit import (
-    DECREASE_FACTOR,
-    PACING_HEADROOM,
-    RECOVERY_SECONDS,
-    LimiterStopped,
-    RateLimiter,
-)
+from training_pipeline.embedding.congestion import EVIDENCE_ANSWERS, RUN_429S
+from training_pipeline.embedding.rate_limit import PACING_HEADROOM, LimiterStopped, RateLimiter
 from training_pipeline.embedding.retry import RetryPolicy, parse_retry_after
 
 
@@ -92,37 +87,68 @@ def test_tokens_per_minute_paces_by_each_request_token_cost():
     assert starts[1] - starts[0] == pytest.approx(costs[0] / rate)
 
 
-def test_a_429_pauses_everyone_for_retry_after_then_slows_down_and_recovers():
+def congest(limiter: RateLimiter, clock: VirtualClock, retry_after: float | None) -> int:
+    """429s of current requests until the limiter takes them as a lower limit; returns how many."""
+    slowdowns = limiter.slowdowns
+    for count in range(1, EVIDENCE_ANSWERS + 1):
+        limiter.on_rate_limited(retry_after, started=clock.now())
+        if limiter.slowdowns > slowdowns:
+            return count
+    raise AssertionError("a stream of 429s never slowed the limiter down")
+
+
+def test_a_sporadic_429_delays_only_its_own_batch_and_keeps_the_pace():
     clock = VirtualClock()
     limiter = limiter_on(clock, requests_per_minute=600, max_concurrent=4)
     normal = limiter.request_interval()
+    starts = []
     for _ in range(5):
-        limiter.acquire()
+        starts.append(limiter.acquire())
         limiter.release()
+        limiter.on_success(starts[-1])
+    limiter.on_rate_limited(retry_after=3.0, started=starts[-1])
+    starts.append(limiter.acquire())  # the next request (another batch) is not held back
+    limiter.release()
+    assert starts[-1] - starts[-2] == pytest.approx(normal)
+    assert limiter.factor() == 1.0 and limiter.slowdowns == 0 and limiter.rate_limited == 1
+    assert limiter.drain_notices() == []
+
+
+def test_evidence_of_a_lower_limit_pauses_everyone_for_retry_after_and_paces_at_what_was_accepted():
+    clock = VirtualClock()
+    limiter = limiter_on(clock, requests_per_minute=600, max_concurrent=4)
+    full = limiter.request_interval()
+    for _ in range(150):  # the server accepted 150 requests in the last minute...
+        limiter.on_success(limiter.acquire())
+        limiter.release()
+    # ...then refused everything: RUN_429S answers in a row is evidence.
+    assert congest(limiter, clock, retry_after=3.0) == RUN_429S
     refused_at = clock.now()
-    limiter.on_rate_limited(retry_after=3.0)
-    limiter.on_rate_limited(retry_after=3.0)  # the same burst: one slow-down only
-    assert limiter.rate_limited == 2
-    assert limiter.factor() == pytest.approx(DECREASE_FACTOR)
+    assert limiter.slowdowns == 1
+    # 150 accepted in a window: pace at 98% of that (not below half the pace per step).
+    assert limiter.factor() == pytest.approx(max(0.5, 0.98 * 150 / (600 * PACING_HEADROOM)))
     first = limiter.acquire()
     limiter.release()
     second = limiter.acquire()
     limiter.release()
-    assert first >= refused_at + 3.0  # Retry-After honoured by the next request
-    # ...and requests are spaced at the reduced (slowly recovering) rate.
-    factor_then = DECREASE_FACTOR + (first - refused_at) * 0.5 / RECOVERY_SECONDS
-    assert second - first == pytest.approx(normal / factor_then)
-    assert second - first > 1.5 * normal
-    # Linear recovery: halfway after half the time, full rate after RECOVERY_SECONDS.
-    assert limiter.factor(refused_at + RECOVERY_SECONDS / 2) == pytest.approx(0.75)
-    assert limiter.factor(refused_at + RECOVERY_SECONDS) == 1.0
-    # A later 429 slows down again.
-    clock.time = refused_at + 100
-    limiter.on_rate_limited(retry_after=None)
-    assert limiter.factor() == pytest.approx(DECREASE_FACTOR)
+    assert first >= refused_at + 3.0  # every request waits the server's Retry-After
+    assert second - first == pytest.approx(full / limiter.factor())
+    [notice] = limiter.drain_notices()
+    assert "real limit is lower than configured" in notice and "Retry-After of 3.0 s" in notice
 
 
-def test_a_429_during_a_reserved_wait_moves_the_request_after_the_pause():
+def test_answers_to_requests_sent_before_a_slow_down_are_not_new_evidence():
+    clock = VirtualClock()
+    limiter = limiter_on(clock, requests_per_minute=600, max_concurrent=16)
+    in_flight = [limiter.acquire() for _ in range(12)]
+    congest(limiter, clock, retry_after=None)
+    factor = limiter.factor()
+    for started in in_flight:  # answered after the slow-down, sent before it
+        limiter.on_rate_limited(retry_after=None, started=started)
+    assert limiter.factor() == factor and limiter.slowdowns == 1
+
+
+def test_a_pause_that_begins_during_a_reserved_wait_moves_the_request_after_it():
     clock = VirtualClock()
     limiter = limiter_on(clock, requests_per_minute=60)  # one per ~1.02 s
     limiter.acquire()
@@ -131,7 +157,7 @@ def test_a_429_during_a_reserved_wait_moves_the_request_after_the_pause():
 
     def wait_and_get_refused(seconds: float, stop: threading.Event | None) -> bool:
         clock.wait = original_wait
-        limiter.on_rate_limited(retry_after=10.0)  # arrives while this request sleeps
+        congest(limiter, clock, retry_after=10.0)  # arrives while this request sleeps
         return original_wait(seconds, stop)
 
     refused_at = clock.now()
@@ -141,24 +167,27 @@ def test_a_429_during_a_reserved_wait_moves_the_request_after_the_pause():
     assert start >= refused_at + 10.0
 
 
-def test_unlimited_rates_never_wait_and_a_429_halves_concurrency_until_answers_come_back():
+def test_unlimited_rates_never_wait_and_evidence_halves_concurrency_until_answers_come_back():
     clock = VirtualClock()
     limiter = limiter_on(clock, max_concurrent=8)
     for _ in range(100):
         limiter.acquire(10_000)
         limiter.release()
     assert clock.now() == 1000.0  # no pacing without limits
-    limiter.on_rate_limited(retry_after=None)
+    limiter.on_rate_limited(retry_after=None, started=clock.now())
+    assert limiter.concurrency() == 8  # one 429 is no evidence...
+    assert congest(limiter, clock, retry_after=None) == RUN_429S - 1  # ...RUN_429S in a row are
     assert limiter.concurrency() == 4
     clock.time += 2
-    limiter.on_rate_limited(retry_after=None)
+    congest(limiter, clock, retry_after=None)
     assert limiter.concurrency() == 2
     for _ in range(3):
-        limiter.on_success()
+        limiter.on_success(clock.now())
     assert limiter.concurrency() == 3  # one more slot per round of answers
     for _ in range(40):
-        limiter.on_success()
+        limiter.on_success(clock.now())
     assert limiter.concurrency() == 8  # additive increase, capped at the configured maximum
+    assert limiter.factor() == 1.0 and limiter.slowdowns == 2
 
 
 def test_concurrency_cap_holds_across_threads():

@@ -18,6 +18,7 @@ from training_pipeline.core.aid_ranges import AidRange
 from training_pipeline.core.labels import attributed
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import format_text_v1, model_inputs, text_checksum
+from training_pipeline.embedding.clients import model_identity
 from training_pipeline.embedding.progress import ProgressUpdate, format_duration, format_eta
 from training_pipeline.embedding.tokens import input_rule
 from training_pipeline.storage.embedding_cache import EmbeddingCache
@@ -44,7 +45,7 @@ def count_texts_to_embed(
                     rows.append((aid, text, text_checksum(text)))
         texts = pd.DataFrame(rows, columns=["aid", "text", "checksum"])
         distinct = model_inputs(texts, input_rule(model))["input_checksum"].unique().tolist()
-        cache = EmbeddingCache(connection, postgres.schema, model_name, model.dimensions)
+        cache = EmbeddingCache(connection, postgres.schema, model_identity(model_name, model))
         cache.ensure_table()
         cached = cache.cached_checksums(distinct)
     return len(distinct) - len(cached), len(distinct)

@@ -31,6 +31,7 @@ the old service's build.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -151,14 +152,12 @@ class RunTimeline:
     step_ends: dict[str, float] = field(default_factory=dict)  # wall clock
 
 
-def run_job(instance: DagsterInstance, job, **options) -> RunTimeline:
-    started_wall_clock = time.time()
-    started = time.perf_counter()
-    result = execute_job(reconstructable(job), instance=instance, run_config=QUIET, **options)
-    wall = time.perf_counter() - started
-    assert result.success, f"run {result.run_id} failed"
+def timeline_of(
+    instance: DagsterInstance, run_id: str, wall: float, started_wall_clock: float
+) -> RunTimeline:
+    """Each step's start, end and seconds of a finished run, from its event log."""
     timeline = RunTimeline(wall, started_wall_clock)
-    for entry in instance.all_logs(result.run_id):
+    for entry in instance.all_logs(run_id):
         event = entry.dagster_event
         if event is None or event.step_key is None:
             continue
@@ -168,6 +167,38 @@ def run_job(instance: DagsterInstance, job, **options) -> RunTimeline:
             timeline.step_ends[event.step_key] = entry.timestamp
             timeline.steps[event.step_key] = entry.timestamp - timeline.step_starts[event.step_key]
     return timeline
+
+
+def run_job(instance: DagsterInstance, job, tags: dict[str, str]) -> RunTimeline:
+    """One run in this process (the code location already imported)."""
+    started_wall_clock = time.time()
+    started = time.perf_counter()
+    result = execute_job(reconstructable(job), instance=instance, run_config=QUIET, tags=tags)
+    wall = time.perf_counter() - started
+    assert result.success, f"run {result.run_id} failed"
+    return timeline_of(instance, result.run_id, wall, started_wall_clock)
+
+
+def run_in_fresh_python(instance: DagsterInstance, home: Path, arguments: list[str]) -> RunTimeline:
+    """One run in its own Python, which imports the code location first, as a run worker does.
+
+    A `dagster` command (`job execute` or `asset materialize`) on the code location's module:
+    it loads the definitions, then executes the run in that process, against the same instance
+    (`DAGSTER_HOME`).
+    """
+    run_config = Path(home, "quiet_logs.yaml")
+    run_config.write_text(json.dumps(QUIET), "utf-8")  # JSON is YAML
+    command = [str(Path(sys.executable).parent / "dagster"), *arguments]
+    command += ["-m", "training_pipeline.definitions", "-c", str(run_config)]
+    started_wall_clock = time.time()
+    started = time.perf_counter()
+    subprocess.run(
+        command, env={**os.environ, "DAGSTER_HOME": str(home)}, check=True, capture_output=True
+    )
+    wall = time.perf_counter() - started
+    latest = instance.get_runs(limit=1)[0]
+    assert latest.is_success, f"run {latest.run_id} failed"
+    return timeline_of(instance, latest.run_id, wall, started_wall_clock)
 
 
 def import_seconds() -> float:
@@ -224,8 +255,11 @@ class Build:
     imported: list[str]
 
 
-def cold_build(server: EmbeddingServer, database_url: str, home: Path) -> Build:
-    """Seed a fresh pipeline database, then time sync + range run + snapshot run."""
+def cold_build(server: EmbeddingServer, database_url: str, home: Path, fresh_python: bool) -> Build:
+    """Seed a fresh pipeline database, then time sync + range run + snapshot run.
+
+    `fresh_python`: each run in its own Python (`run_in_fresh_python`), else in this process.
+    """
     os.environ["DATABASE_URL"] = database_url
     postgres, video_source = PostgresResource(), VideoSourceResource()
     with postgres.connect() as connection:
@@ -239,15 +273,25 @@ def cold_build(server: EmbeddingServer, database_url: str, home: Path) -> Build:
         keys = sync_aid_ranges(instance, postgres, video_source, VIDEOS_PER_RANGE)
         sync_seconds = time.time() - started
         assert keys == instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME)
-        range_run = run_job(
-            instance,
-            refresh_job,
-            tags={
-                "dagster/asset_partition_range_start": keys[0],
-                "dagster/asset_partition_range_end": keys[-1],
-            },
-        )
-        snapshot_run = run_job(instance, snapshot_job)
+        range_tags = {
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+        }
+        if fresh_python:
+            job = [
+                "job",
+                "execute",
+                "-j",
+                refresh_job_name(MODEL),
+                "--tags",
+                json.dumps(range_tags),
+            ]
+            snapshot = ["asset", "materialize", "--select", dataset_snapshot_key(MODEL).path[-1]]
+            range_run = run_in_fresh_python(instance, home, job)
+            snapshot_run = run_in_fresh_python(instance, home, snapshot)
+        else:
+            range_run = run_job(instance, refresh_job, range_tags)
+            snapshot_run = run_job(instance, snapshot_job, {})
         seconds = time.time() - started
         imported = sorted({name.split(".")[0] for name in set(sys.modules) - modules_before})
     starts = sorted(arrived for arrived, _, _ in server.stats.arrivals)
@@ -340,21 +384,24 @@ def run() -> Report:
             TRAINING_PIPELINE_DATASETS_DIR=str(Path(folder, "datasets")),
         )
         location_import = import_seconds()
+        postgres_storage = (
+            "storage:\n  postgres:\n    postgres_url: "
+            + create_database(url, "dagster").replace("postgresql://", "postgresql+psycopg2://")
+            + "\n"
+        )
         builds = {}
-        for label, storage in (
-            ("SQLite instance", ""),
+        for number, (label, storage, fresh_python) in enumerate(
             (
-                "PostgreSQL instance",
-                "storage:\n  postgres:\n    postgres_url: "
-                + create_database(url, "dagster").replace("postgresql://", "postgresql+psycopg2://")
-                + "\n",
-            ),
+                ("SQLite instance", "", False),
+                ("PostgreSQL instance", postgres_storage, False),
+                ("SQLite instance, each run in a fresh Python", "", True),
+            )
         ):
-            home = Path(folder, label.split()[0].lower())
+            home = Path(folder, f"dagster_home_{number}")
             home.mkdir()
             Path(home, "dagster.yaml").write_text(storage + "telemetry:\n  enabled: false\n")
-            database = create_database(url, f"pipeline_{label.split()[0].lower()}")
-            builds[label] = cold_build(server, database, home)
+            database = create_database(url, f"pipeline_{number}")
+            builds[label] = cold_build(server, database, home, fresh_python)
         server.reset_window()
         server.stats.reset()
         config = build_definitions().resources["embedding_models"].config().get(MODEL)
@@ -394,8 +441,11 @@ def run() -> Report:
         f"{ALLOWED_PER_MINUTE} requests per sliding 60 s, {DIMENSIONS}-d vectors; model: "
         f"{TEXTS_PER_REQUEST} texts per request, requests_per_minute = {ALLOWED_PER_MINUTE}, "
         f"max_concurrent_requests = {MAX_CONCURRENT}.",
-        "Two builds, each on a fresh pipeline database: on a SQLite instance (what `make dev` "
-        "and `make demo` use) and on PostgreSQL instance storage (deploy/dagster.yaml's).",
+        "Three builds, each on a fresh pipeline database: in this process on a SQLite instance "
+        "(what `make dev` and `make demo` use) and on PostgreSQL instance storage "
+        "(deploy/dagster.yaml's); and each run in a fresh Python that imports the code location "
+        "first (`dagster job execute` / `dagster asset materialize`), as a run worker started by "
+        "the daemon does, on a SQLite instance.",
         "Packages first imported during the first build (lazy imports on its path): "
         + (", ".join(sqlite.imported) or "none")
         + ".",

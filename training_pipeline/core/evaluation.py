@@ -35,8 +35,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 
 from training_pipeline.core.probe_metrics import (
     Metrics,
@@ -152,6 +150,11 @@ def fit_probe(
 
     Needs both classes among the train rows (the caller checks).
     """
+    # scikit-learn (with scipy) takes about 2.3 s to import: here, not at module level, so the
+    # code location (and every run worker it starts) loads without it; see README "Performance".
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
     train_matrix = embeddings[train]  # a copy (boolean indexing), scaled in place
     standardiser = Standardiser(train_matrix)
     standardiser.apply(train_matrix)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
 METRIC_NAMES = ("accuracy", "f1", "roc_auc", "pr_auc")
 """accuracy; F1 of the positive class; ROC AUC; PR AUC as average precision."""
@@ -60,6 +59,9 @@ def metrics_from_scores(labels: np.ndarray, scores: np.ndarray) -> Metrics:
         return Metrics.not_defined("no test rows")
     if not np.isfinite(scores).all():
         raise ValueError("a score is not finite: the classifier's output is unusable")
+    # Imported here: scikit-learn is kept out of the code location's load (see `evaluation.py`).
+    from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
+
     predicted = scores > DECISION_THRESHOLD
     values: dict[str, float | None] = {"accuracy": float(accuracy_score(labels, predicted))}
     undefined: dict[str, str] = {}

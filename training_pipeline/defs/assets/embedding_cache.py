@@ -23,6 +23,11 @@ step first claims the model's cache for that configuration's identity (`model_ca
 from typing import Literal
 
 import numpy as np
+
+# Imported at the code location's load, not in the step: the `openai` client package (with
+# httpx) takes 0.75 s to import on an idle machine, and the embedding client would otherwise
+# import it inside this step, between the cache lookup and the first request of a cold build.
+import openai  # noqa: F401
 import pandas as pd
 from dagster import (
     AssetExecutionContext,

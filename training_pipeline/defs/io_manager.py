@@ -11,7 +11,7 @@ wrote each partition, in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import pandas as pd
@@ -21,6 +21,11 @@ from psycopg import sql
 from pydantic import Field
 
 from training_pipeline.defs.dagster_compat import DbClient, DbIOManager, DbTypeHandler, TableSlice
+from training_pipeline.defs.io_manager_reuse import (
+    PartitionedOutput,
+    keep_unchanged,
+    rewritten_slice,
+)
 from training_pipeline.defs.resources import PostgresResource
 from training_pipeline.defs.type_handler import (
     PandasPostgresTypeHandler,
@@ -135,6 +140,43 @@ class PostgresDbIOManager(DbIOManager):
         table = (output_context.definition_metadata or {}).get("table")
         return table_slice._replace(table=table) if table else table_slice
 
+    def handle_output(self, context: OutputContext, obj: object) -> None:
+        """A `PartitionedOutput` keeps its unchanged partitions and rewrites the others, in one
+        transaction holding every partition's lock (see `io_manager_reuse`); anything else is
+        `DbIOManager`'s delete-then-write of every partition of the run."""
+        if not isinstance(obj, PartitionedOutput):
+            super().handle_output(context, obj)
+            return
+        table_slice = self._get_table_slice(context, context)
+        keys = partition_keys(table_slice)
+        if keys is None or not set(obj.unchanged) <= set(keys):
+            raise ValueError(
+                f"{context.asset_key.to_user_string()}: kept partitions "
+                f"{sorted(set(obj.unchanged) - set(keys or []))[:5]} are not being materialized"
+            )
+        rewrite = [key for key in keys if key not in obj.unchanged]
+        handler = PandasPostgresTypeHandler()
+        with self._db_client.connect(context, table_slice) as connection:
+            keep_unchanged(context, connection, table_slice, obj.unchanged)
+            metadata: Mapping[str, object] = {}
+            if rewrite:
+                written = rewritten_slice(table_slice, rewrite)
+                self._db_client.ensure_schema_exists(context, written, connection)
+                self._db_client.delete_table_slice(context, written, connection)
+                metadata = handler.write(context, written, obj.frame, connection, obj.input_hashes)
+            elif len(obj.frame):
+                raise ValueError(
+                    f"{context.asset_key.to_user_string()}: rows given for kept partitions only"
+                )
+        context.add_output_metadata(
+            {
+                **metadata,
+                "Query": self._db_client.get_select_statement(table_slice),
+                # What `DbIOManager` attaches via its (private) `TableMetadataSet`.
+                "dagster/table_name": self._db_client.get_table_name(table_slice),
+            }
+        )
+
 
 class PostgresPandasIOManager(ConfigurableIOManagerFactory):
     """Stores pandas DataFrame outputs in PostgreSQL, one table per asset.
@@ -151,7 +193,7 @@ class PostgresPandasIOManager(ConfigurableIOManagerFactory):
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
-        return [PandasPostgresTypeHandler()]
+        return [PandasPostgresTypeHandler()]  # `PartitionedOutput` goes to its `write` too
 
     def create_io_manager(self, context) -> DbIOManager:
         schema = validate_identifier(self.schema_name or self.postgres.schema_name, "schema name")

@@ -16,6 +16,7 @@ from dagster import InputContext, MetadataValue, OutputContext, TableSchema
 from psycopg import sql
 
 from training_pipeline.defs.dagster_compat import DbTypeHandler, TableSlice
+from training_pipeline.defs.io_manager_reuse import rewritten_metadata
 from training_pipeline.defs.table_schemas import schema_from_metadata
 from training_pipeline.storage.identifiers import validate_identifier
 from training_pipeline.storage.partition_writes import lock_ddl, record_writes
@@ -109,6 +110,19 @@ class PandasPostgresTypeHandler(DbTypeHandler[pd.DataFrame]):
         obj: pd.DataFrame,
         connection: psycopg.Connection,
     ) -> Mapping[str, object]:
+        return self.write(context, table_slice, obj, connection)
+
+    def write(
+        self,
+        context: OutputContext,
+        table_slice: TableSlice,
+        obj: pd.DataFrame,
+        connection: psycopg.Connection,
+        input_hashes: Mapping[str, str] | None = None,
+    ) -> Mapping[str, object]:
+        """COPY the frame's rows in (the slice's old rows are already deleted) and record the
+        write of each partition, with the hash of its inputs when the asset gave one
+        (`input_hashes`, see `io_manager_reuse`)."""
         asset = context.asset_key.to_user_string()
         schema = schema_from_metadata(context.definition_metadata, asset)
         _check_frame(obj, schema, table_slice, asset)
@@ -136,11 +150,13 @@ class PandasPostgresTypeHandler(DbTypeHandler[pd.DataFrame]):
                 table_slice.table,
                 context.run_id,
                 rows_per_partition,
+                input_hashes,
             )
             # Each partition's materialization gets its own row count (a run may write several).
             for key, rows in rows_per_partition.items():
+                reuse = {} if input_hashes is None else rewritten_metadata(input_hashes.get(key))
                 context.step_context.add_asset_metadata(
-                    {"dagster/partition_row_count": MetadataValue.int(rows)},
+                    {"dagster/partition_row_count": MetadataValue.int(rows), **reuse},
                     asset_key=context.asset_key,
                     partition_key=key,
                 )

@@ -16,6 +16,7 @@ from training_pipeline.defs.partitions import aid_ranges_partitions
 from training_pipeline.defs.resources import PostgresResource
 from training_pipeline.defs.table_schemas import column, partition_column, table_metadata
 from training_pipeline.storage.partition_writes import read_writes
+from training_pipeline_tests.integration.defs.test_dataset_files import per_range
 
 KEYS = ["0-99", "100-199"]
 COLUMNS = [
@@ -85,16 +86,6 @@ def records(url: str):
         return read_writes(connection, "training_pipeline", "kept_rows", KEYS)
 
 
-def metadata_by_partition(result) -> dict[str, dict]:
-    return {
-        event.partition: {
-            name: value.value
-            for name, value in event.event_specific_data.materialization.metadata.items()
-        }
-        for event in result.get_asset_materialization_events()
-    }
-
-
 @pytest.fixture
 def written(database_url, instance):
     instance.add_dynamic_partitions(AID_RANGES_PARTITIONS_NAME, KEYS)
@@ -107,7 +98,7 @@ def test_a_kept_partition_is_untouched_and_this_run_vouches_for_it(database_url,
     after = versions(database_url)
     assert after[KEYS[0]] == before[KEYS[0]]
     assert set(after[KEYS[1]]).isdisjoint(before[KEYS[1]])
-    metadata = metadata_by_partition(again)
+    metadata = per_range(again, kept_rows.key)
     assert metadata[KEYS[0]]["partition_unchanged"] is True
     assert metadata[KEYS[0]]["rows_reused"] == 3
     assert metadata[KEYS[0]]["reused_write_run_id"] == written.run_id

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from dagster import AssetKey, materialize
+from dagster import materialize
 from psycopg import sql
 
 from training_pipeline.defs.assets import labelled_dataset_reuse
@@ -19,6 +19,9 @@ from training_pipeline.defs.keys import (
     labelled_dataset_key,
 )
 from training_pipeline.storage.partition_writes import read_writes
+from training_pipeline_tests.integration.defs.test_dataset_files import (
+    per_range as metadata_per_range,
+)
 from training_pipeline_tests.integration.defs.test_pipeline import LOCAL, RANGE_ASSETS
 from training_pipeline_tests.support.sample_rows import RANGE_KEYS
 
@@ -59,15 +62,8 @@ def dataset_only(defs, instance, **config):
     return run(defs, instance, [DATASET], {"ops": {OP: {"config": config}}} if config else None)
 
 
-def per_range(result, key: AssetKey = DATASET) -> dict[str, dict]:
-    found = {}
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
-        if materialization.asset_key == key:
-            found[materialization.partition] = {
-                name: value.value for name, value in materialization.metadata.items()
-            }
-    return found
+def per_range(result) -> dict[str, dict]:
+    return metadata_per_range(result, DATASET)
 
 
 def row_versions(url: str) -> dict[str, dict[int, str]]:

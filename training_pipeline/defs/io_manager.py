@@ -6,12 +6,13 @@ The delete and the write run in one transaction, so readers see either the old o
 of a partition, never a mix, and rows of other partitions are untouched. A write first takes the
 advisory lock of each partition it replaces (`storage.partition_writes`), so two runs writing the
 same partition at once take turns instead of both leaving their rows; and it records which run
-wrote each partition, in the same transaction.
+wrote each partition, in the same transaction. An asset may return a `PartitionedOutput` to keep
+partitions whose stored rows are up to date (`io_manager_reuse`): only the others are replaced.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import pandas as pd
@@ -32,6 +33,7 @@ from training_pipeline.defs.type_handler import (
     existing_columns,
     partition_keys,
     table_identifier,
+    table_row_count,
 )
 from training_pipeline.storage.connection import DatabaseError
 from training_pipeline.storage.identifiers import validate_identifier
@@ -158,7 +160,6 @@ class PostgresDbIOManager(DbIOManager):
         handler = PandasPostgresTypeHandler()
         with self._db_client.connect(context, table_slice) as connection:
             keep_unchanged(context, connection, table_slice, obj.unchanged)
-            metadata: Mapping[str, object] = {}
             if rewrite:
                 written = rewritten_slice(table_slice, rewrite)
                 self._db_client.ensure_schema_exists(context, written, connection)
@@ -168,6 +169,8 @@ class PostgresDbIOManager(DbIOManager):
                 raise ValueError(
                     f"{context.asset_key.to_user_string()}: rows given for kept partitions only"
                 )
+            else:
+                metadata = table_row_count(connection, table_slice)
         context.add_output_metadata(
             {
                 **metadata,

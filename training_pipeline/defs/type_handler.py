@@ -100,6 +100,14 @@ def _check_frame(frame: pd.DataFrame, schema: TableSchema, table_slice: TableSli
             raise ValueError(f"output of {asset}: column {col.name} is NOT NULL but has nulls")
 
 
+def table_row_count(connection: psycopg.Connection, table_slice: TableSlice) -> dict[str, object]:
+    """`dagster/row_count`: the rows of the whole table, every partition."""
+    table_rows = connection.execute(
+        sql.SQL("SELECT count(*) FROM {}").format(table_identifier(table_slice))
+    )
+    return {"dagster/row_count": MetadataValue.int(table_rows.fetchone()[0])}
+
+
 class PandasPostgresTypeHandler(DbTypeHandler[pd.DataFrame]):
     """pandas DataFrame <-> PostgreSQL table, columns as declared by the asset."""
 
@@ -160,8 +168,7 @@ class PandasPostgresTypeHandler(DbTypeHandler[pd.DataFrame]):
                     asset_key=context.asset_key,
                     partition_key=key,
                 )
-        table_rows = connection.execute(sql.SQL("SELECT count(*) FROM {}").format(target))
-        return {"dagster/row_count": MetadataValue.int(table_rows.fetchone()[0])}
+        return table_row_count(connection, table_slice)
 
     def load_input(
         self, context: InputContext, table_slice: TableSlice, connection: psycopg.Connection

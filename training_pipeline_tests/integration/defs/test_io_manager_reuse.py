@@ -130,3 +130,15 @@ def test_a_kept_partition_whose_record_changed_fails_and_changes_nothing(
     )
     assert versions(database_url) == before  # the other partition was not rewritten either
     assert records(database_url) == recorded
+
+
+def test_a_run_that_keeps_every_partition_writes_nothing_and_counts_the_table(
+    database_url, instance, written
+):
+    before = versions(database_url)
+    again = write(instance, keep=KEYS)
+    assert versions(database_url) == before
+    for key, metadata in per_range(again, kept_rows.key).items():
+        assert (metadata["partition_unchanged"], metadata["rows_reused"]) == (True, 3), key
+        assert metadata["dagster/row_count"] == 6
+    assert {write.run_id for write in records(database_url).values()} == {again.run_id}

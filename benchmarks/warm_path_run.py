@@ -10,6 +10,11 @@ resident memory as JSON. Two ways:
   includes what earlier steps left on the heap.
 
 Usage: python -m benchmarks.warm_path_run MODELS_TOML MODEL PARTITION_KEY {multiprocess|in_process}
+       [{chain|dataset} [force_rewrite]]
+
+`dataset` materializes only the labelled dataset (and its checks); `force_rewrite` sets the
+labelled dataset's `force_rewrite: true`. The JSON says whether the range was kept
+(`partition_unchanged`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from training_pipeline.definitions import build_definitions
 from training_pipeline.defs.keys import (
     AID_RANGES_PARTITIONS_NAME,
     embedding_cache_key,
+    labelled_dataset_key,
     range_asset_keys,
 )
 
@@ -97,19 +103,32 @@ def warm_path_job():
     executor = {"multiprocess": multiprocess_executor, "in_process": in_process_executor}[
         os.environ["WARM_PATH_EXECUTOR"]
     ]
-    job = define_asset_job(
-        "warm_path",
-        selection=range_asset_keys(model),
-        executor_def=executor,
+    selection = (
+        [labelled_dataset_key(model)]
+        if os.environ["WARM_PATH_SCOPE"] == "dataset"
+        else range_asset_keys(model)
     )
+    job = define_asset_job("warm_path", selection=selection, executor_def=executor)
     defs = build_definitions(os.environ["WARM_PATH_MODELS_TOML"], jobs=[job])
     return defs.get_job_def("warm_path")
 
 
-def main(models_toml: str, model: str, partition_key: str, executor: str) -> None:
+def main(
+    models_toml: str,
+    model: str,
+    partition_key: str,
+    executor: str,
+    scope: str = "chain",
+    force: str = "",
+) -> None:
     os.environ.update(
-        WARM_PATH_MODELS_TOML=models_toml, WARM_PATH_MODEL=model, WARM_PATH_EXECUTOR=executor
+        WARM_PATH_MODELS_TOML=models_toml,
+        WARM_PATH_MODEL=model,
+        WARM_PATH_EXECUTOR=executor,
+        WARM_PATH_SCOPE=scope,
     )
+    dataset_op = labelled_dataset_key(model).to_python_identifier()
+    ops = {dataset_op: {"config": {"force_rewrite": True}}} if force == "force_rewrite" else {}
     with tempfile.TemporaryDirectory() as home:
         Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         with DagsterInstance.from_config(home) as instance:
@@ -122,14 +141,19 @@ def main(models_toml: str, model: str, partition_key: str, executor: str) -> Non
                 reconstructable(warm_path_job),
                 instance=instance,
                 tags={"dagster/partition": partition_key},
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                run_config={
+                    "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+                    "ops": ops,
+                },
             )
             seconds = time.perf_counter() - started
-            new_embeddings = None
+            new_embeddings = partition_unchanged = None
             for event in result.get_asset_materialization_events():
                 materialization = event.event_specific_data.materialization
                 if materialization.asset_key == embedding_cache_key(model):
                     new_embeddings = materialization.metadata["new_embeddings"].value
+                if materialization.asset_key == labelled_dataset_key(model):
+                    partition_unchanged = materialization.metadata["partition_unchanged"].value
             success = result.success
             sampler.stopped.set()
             windows = step_windows(instance, result.run_id)
@@ -156,6 +180,7 @@ def main(models_toml: str, model: str, partition_key: str, executor: str) -> Non
                 "peak_rss_bytes": own if executor == "in_process" else children,
                 "rss_before_bytes": rss_before,
                 "new_embeddings": new_embeddings,
+                "partition_unchanged": partition_unchanged,
                 "success": success,
                 "step_seconds": step_seconds,
                 "step_peak_mb": step_peak_mb,
@@ -166,4 +191,4 @@ def main(models_toml: str, model: str, partition_key: str, executor: str) -> Non
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:7])

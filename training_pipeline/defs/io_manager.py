@@ -6,7 +6,8 @@ The delete and the write run in one transaction, so readers see either the old o
 of a partition, never a mix, and rows of other partitions are untouched. A write first takes the
 advisory lock of each partition it replaces (`storage.partition_writes`), so two runs writing the
 same partition at once take turns instead of both leaving their rows; and it records which run
-wrote each partition, in the same transaction.
+wrote each partition, in the same transaction. An asset may return a `PartitionedOutput` to keep
+partitions whose stored rows are up to date (`io_manager_reuse`): only the others are replaced.
 """
 
 from __future__ import annotations
@@ -21,12 +22,18 @@ from psycopg import sql
 from pydantic import Field
 
 from training_pipeline.defs.dagster_compat import DbClient, DbIOManager, DbTypeHandler, TableSlice
+from training_pipeline.defs.io_manager_reuse import (
+    PartitionedOutput,
+    keep_unchanged,
+    rewritten_slice,
+)
 from training_pipeline.defs.resources import PostgresResource
 from training_pipeline.defs.type_handler import (
     PandasPostgresTypeHandler,
     existing_columns,
     partition_keys,
     table_identifier,
+    table_row_count,
 )
 from training_pipeline.storage.connection import DatabaseError
 from training_pipeline.storage.identifiers import validate_identifier
@@ -135,6 +142,44 @@ class PostgresDbIOManager(DbIOManager):
         table = (output_context.definition_metadata or {}).get("table")
         return table_slice._replace(table=table) if table else table_slice
 
+    def handle_output(self, context: OutputContext, obj: object) -> None:
+        """A `PartitionedOutput` keeps its unchanged partitions and rewrites the others, in one
+        transaction holding every partition's lock (see `io_manager_reuse`); anything else is
+        `DbIOManager`'s delete-then-write of every partition of the run."""
+        if not isinstance(obj, PartitionedOutput):
+            super().handle_output(context, obj)
+            return
+        table_slice = self._get_table_slice(context, context)
+        keys = partition_keys(table_slice)
+        if keys is None or not set(obj.unchanged) <= set(keys):
+            raise ValueError(
+                f"{context.asset_key.to_user_string()}: kept partitions "
+                f"{sorted(set(obj.unchanged) - set(keys or []))[:5]} are not being materialized"
+            )
+        rewrite = [key for key in keys if key not in obj.unchanged]
+        handler = PandasPostgresTypeHandler()
+        with self._db_client.connect(context, table_slice) as connection:
+            keep_unchanged(context, connection, table_slice, obj.unchanged)
+            if rewrite:
+                written = rewritten_slice(table_slice, rewrite)
+                self._db_client.ensure_schema_exists(context, written, connection)
+                self._db_client.delete_table_slice(context, written, connection)
+                metadata = handler.write(context, written, obj.frame, connection, obj.input_hashes)
+            elif len(obj.frame):
+                raise ValueError(
+                    f"{context.asset_key.to_user_string()}: rows given for kept partitions only"
+                )
+            else:
+                metadata = table_row_count(connection, table_slice)
+        context.add_output_metadata(
+            {
+                **metadata,
+                "Query": self._db_client.get_select_statement(table_slice),
+                # What `DbIOManager` attaches via its (private) `TableMetadataSet`.
+                "dagster/table_name": self._db_client.get_table_name(table_slice),
+            }
+        )
+
 
 class PostgresPandasIOManager(ConfigurableIOManagerFactory):
     """Stores pandas DataFrame outputs in PostgreSQL, one table per asset.
@@ -151,7 +196,7 @@ class PostgresPandasIOManager(ConfigurableIOManagerFactory):
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
-        return [PandasPostgresTypeHandler()]
+        return [PandasPostgresTypeHandler()]  # `PartitionedOutput` goes to its `write` too
 
     def create_io_manager(self, context) -> DbIOManager:
         schema = validate_identifier(self.schema_name or self.postgres.schema_name, "schema name")

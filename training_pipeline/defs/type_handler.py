@@ -16,6 +16,7 @@ from dagster import InputContext, MetadataValue, OutputContext, TableSchema
 from psycopg import sql
 
 from training_pipeline.defs.dagster_compat import DbTypeHandler, TableSlice
+from training_pipeline.defs.io_manager_reuse import rewritten_metadata
 from training_pipeline.defs.table_schemas import schema_from_metadata
 from training_pipeline.storage.identifiers import validate_identifier
 from training_pipeline.storage.partition_writes import lock_ddl, record_writes
@@ -99,6 +100,14 @@ def _check_frame(frame: pd.DataFrame, schema: TableSchema, table_slice: TableSli
             raise ValueError(f"output of {asset}: column {col.name} is NOT NULL but has nulls")
 
 
+def table_row_count(connection: psycopg.Connection, table_slice: TableSlice) -> dict[str, object]:
+    """`dagster/row_count`: the rows of the whole table, every partition."""
+    table_rows = connection.execute(
+        sql.SQL("SELECT count(*) FROM {}").format(table_identifier(table_slice))
+    )
+    return {"dagster/row_count": MetadataValue.int(table_rows.fetchone()[0])}
+
+
 class PandasPostgresTypeHandler(DbTypeHandler[pd.DataFrame]):
     """pandas DataFrame <-> PostgreSQL table, columns as declared by the asset."""
 
@@ -109,6 +118,19 @@ class PandasPostgresTypeHandler(DbTypeHandler[pd.DataFrame]):
         obj: pd.DataFrame,
         connection: psycopg.Connection,
     ) -> Mapping[str, object]:
+        return self.write(context, table_slice, obj, connection)
+
+    def write(
+        self,
+        context: OutputContext,
+        table_slice: TableSlice,
+        obj: pd.DataFrame,
+        connection: psycopg.Connection,
+        input_hashes: Mapping[str, str] | None = None,
+    ) -> Mapping[str, object]:
+        """COPY the frame's rows in (the slice's old rows are already deleted) and record the
+        write of each partition, with the hash of its inputs when the asset gave one
+        (`input_hashes`, see `io_manager_reuse`)."""
         asset = context.asset_key.to_user_string()
         schema = schema_from_metadata(context.definition_metadata, asset)
         _check_frame(obj, schema, table_slice, asset)
@@ -136,16 +158,17 @@ class PandasPostgresTypeHandler(DbTypeHandler[pd.DataFrame]):
                 table_slice.table,
                 context.run_id,
                 rows_per_partition,
+                input_hashes,
             )
             # Each partition's materialization gets its own row count (a run may write several).
             for key, rows in rows_per_partition.items():
+                reuse = {} if input_hashes is None else rewritten_metadata(input_hashes.get(key))
                 context.step_context.add_asset_metadata(
-                    {"dagster/partition_row_count": MetadataValue.int(rows)},
+                    {"dagster/partition_row_count": MetadataValue.int(rows), **reuse},
                     asset_key=context.asset_key,
                     partition_key=key,
                 )
-        table_rows = connection.execute(sql.SQL("SELECT count(*) FROM {}").format(target))
-        return {"dagster/row_count": MetadataValue.int(table_rows.fetchone()[0])}
+        return table_row_count(connection, table_slice)
 
     def load_input(
         self, context: InputContext, table_slice: TableSlice, connection: psycopg.Connection

@@ -17,6 +17,13 @@ never that rows are lost or mixed.
 In the same transaction the writer records, in `partition_writes`, which run wrote the
 partition and how many rows: readers that must name the materialization whose rows they read
 (the snapshot) read that table in the same transaction as the rows.
+
+A writer that knows what its rows were built from also records that as `input_hash` (see
+`defs.assets.labelled_dataset_reuse`); a later run whose inputs hash the same keeps the stored
+rows and records itself as the partition's writer (`record_reuse`): the rows are identical by
+construction, so readers name the newest materialization that vouches for them, and
+`rows_run_id` keeps the run that actually copied them in. Both columns were added after the
+table: a table made before gets them on first write (NULL = unknown, which never matches).
 """
 
 from __future__ import annotations
@@ -62,50 +69,117 @@ def _writes_table(schema: str) -> sql.Identifier:
     return sql.Identifier(schema, PARTITION_WRITES_TABLE)
 
 
+_ADDED_COLUMNS = ("input_hash", "rows_run_id")
+"""Columns added after the table first shipped, both `text` and nullable."""
+
+
+def _missing_columns(connection: psycopg.Connection, target: sql.Identifier) -> list[str]:
+    present = {
+        row[0]
+        for row in connection.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+            " AND NOT attisdropped",
+            (target.as_string(connection),),
+        ).fetchall()
+    }
+    return [name for name in _ADDED_COLUMNS if name not in present]
+
+
+def _ensure_writes_table(connection: psycopg.Connection, target: sql.Identifier) -> None:
+    """Create the table, or give one made before `input_hash` its new columns.
+
+    Checking first spares every write the ACCESS EXCLUSIVE lock an ALTER TABLE takes even when
+    it has nothing to do (it would also wait for every snapshot reading the table).
+    """
+    if table_exists(connection, target) and not _missing_columns(connection, target):
+        return
+    lock_ddl(connection)
+    connection.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " table_name text NOT NULL,"
+            " partition_key text NOT NULL,"
+            " run_id text NOT NULL,"
+            " written_at timestamptz NOT NULL DEFAULT now(),"
+            " row_count bigint NOT NULL,"
+            " input_hash text,"
+            " rows_run_id text,"
+            " PRIMARY KEY (table_name, partition_key))"
+        ).format(target)
+    )
+    for name in _missing_columns(connection, target):
+        connection.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} text").format(
+                target, sql.Identifier(name)
+            )
+        )
+
+
 def record_writes(
     connection: psycopg.Connection,
     schema: str,
     table: str,
     run_id: str,
     rows_per_partition: Mapping[str, int],
+    input_hashes: Mapping[str, str] | None = None,
 ) -> None:
-    """Record, in the caller's write transaction, that `run_id` wrote these partitions now."""
+    """Record, in the caller's write transaction, that `run_id` wrote these partitions now,
+    built from inputs hashing to `input_hashes` (a partition absent there: unknown)."""
     if not rows_per_partition:
         return
     target = _writes_table(schema)
-    if not table_exists(connection, target):
-        lock_ddl(connection)
-        connection.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} ("
-                " table_name text NOT NULL,"
-                " partition_key text NOT NULL,"
-                " run_id text NOT NULL,"
-                " written_at timestamptz NOT NULL DEFAULT now(),"
-                " row_count bigint NOT NULL,"
-                " PRIMARY KEY (table_name, partition_key))"
-            ).format(target)
-        )
+    _ensure_writes_table(connection, target)
+    hashes = input_hashes or {}
     with connection.cursor() as cursor:
         cursor.executemany(
             sql.SQL(
-                "INSERT INTO {} (table_name, partition_key, run_id, written_at, row_count)"
-                " VALUES (%s, %s, %s, now(), %s)"
+                "INSERT INTO {} (table_name, partition_key, run_id, written_at, row_count,"
+                " input_hash, rows_run_id) VALUES (%s, %s, %s, now(), %s, %s, %s)"
                 " ON CONFLICT (table_name, partition_key) DO UPDATE SET run_id = EXCLUDED.run_id,"
-                " written_at = EXCLUDED.written_at, row_count = EXCLUDED.row_count"
+                " written_at = EXCLUDED.written_at, row_count = EXCLUDED.row_count,"
+                " input_hash = EXCLUDED.input_hash, rows_run_id = EXCLUDED.rows_run_id"
             ).format(target),
-            [(table, key, run_id, int(rows)) for key, rows in sorted(rows_per_partition.items())],
+            [
+                (table, key, run_id, int(rows), hashes.get(key), run_id)
+                for key, rows in sorted(rows_per_partition.items())
+            ],
         )
+
+
+def record_reuse(
+    connection: psycopg.Connection, schema: str, table: str, run_id: str, keys: Sequence[str]
+) -> None:
+    """Record, in the caller's transaction (which holds the partitions' locks and has checked
+    their records), that `run_id` now vouches for these partitions' stored rows unchanged:
+    it becomes their writer; row count, input hash and the run that copied the rows stay."""
+    if not keys:
+        return
+    connection.execute(
+        sql.SQL(
+            "UPDATE {} SET run_id = %s, written_at = now(), rows_run_id = coalesce(rows_run_id,"
+            " run_id) WHERE table_name = %s AND partition_key = ANY(%s)"
+        ).format(_writes_table(schema)),
+        (run_id, table, sorted(keys)),
+    )
 
 
 @dataclass(frozen=True)
 class PartitionWrite:
-    """The write whose rows a partition holds: the run, when (database time) and how many rows."""
+    """The write whose rows a partition holds: the run, when (database time) and how many rows;
+    the hash of the inputs they were built from and the run that copied them in (None: not
+    recorded, then `run_id` copied them)."""
 
     partition_key: str
     run_id: str
     written_at: datetime
     row_count: int
+    input_hash: str | None = None
+    rows_run_id: str | None = None
+
+    @property
+    def copied_by_run_id(self) -> str:
+        """The run whose COPY put the stored rows there."""
+        return self.rows_run_id or self.run_id
 
 
 def read_writes(
@@ -116,11 +190,16 @@ def read_writes(
     target = _writes_table(schema)
     if not keys or not table_exists(connection, target):
         return {}
+    added = [name for name in _ADDED_COLUMNS if name not in _missing_columns(connection, target)]
     rows = connection.execute(
         sql.SQL(
-            "SELECT partition_key, run_id, written_at, row_count FROM {}"
+            "SELECT partition_key, run_id, written_at, row_count{} FROM {}"
             " WHERE table_name = %s AND partition_key = ANY(%s)"
-        ).format(target),
+        ).format(sql.SQL("").join(sql.SQL(", ") + sql.Identifier(n) for n in added), target),
         (table, list(keys)),
     ).fetchall()
-    return {row[0]: PartitionWrite(row[0], row[1], row[2], int(row[3])) for row in rows}
+    writes = {}
+    for key, run_id, written_at, row_count, *extra in rows:
+        optional = dict(zip(added, extra, strict=True))
+        writes[key] = PartitionWrite(key, run_id, written_at, int(row_count), **optional)
+    return writes

@@ -19,7 +19,9 @@ KEY = RANGE_KEYS[0]
 
 def rebuild_labelled_dataset(defs):
     """One run of the range's labelled dataset and its checks (what the label sensor starts),
-    on an instance of its own, as a run in its own process would be."""
+    on an instance of its own, as a run in its own process would be. `force_rewrite`: the
+    range is unchanged, and the race is between two writes of it."""
+    op = labelled_dataset_key(LOCAL).to_python_identifier()
     return in_own_instance(
         RANGE_KEYS,
         lambda instance: materialize(
@@ -28,6 +30,7 @@ def rebuild_labelled_dataset(defs):
             partition_key=KEY,
             instance=instance,
             resources=defs.resources,
+            run_config={"ops": {op: {"config": {"force_rewrite": True}}}},
         ),
     )
 

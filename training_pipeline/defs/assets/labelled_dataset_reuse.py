@@ -1,0 +1,104 @@
+"""Which labelled dataset partitions are unchanged, decided before any row is built.
+
+A partition's rows are a function of its inputs: the stored preprocessed text of the range, its
+label rows, the model's identity and input limit, the tie policy, the code below (its version)
+and the cached vectors of its texts. Each write records the hash of those inputs with the
+partition (`partition_writes.input_hash`); a later run computes the same hash cheaply in SQL
+(MD5s of the text and label rows, the cache state of the stored checksums; no vector is read)
+and keeps the stored rows when it matches, the rows are as many as recorded and every checksum
+is still cached for the model. Anything else, or `force_rewrite`, rebuilds the partition. A
+record without a hash (written before hashes were recorded) never matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from training_pipeline.core.model_identity import ModelIdentity, canonical_json
+from training_pipeline.core.models_config import EmbeddingModelConfig
+from training_pipeline.core.text import TEXT_FORMAT
+from training_pipeline.storage.partition_inputs import StoredPartition, stored_partitions
+from training_pipeline.storage.partition_writes import PartitionWrite, read_writes
+
+LABELLED_ROWS_CODE_VERSION = "labelled_rows.2"
+"""Version of the labelled dataset's logic: bump it whenever the same inputs give other rows
+(2: `user_labels_json` as the old writer's JSON array). It is the asset's `code_version` and part
+of every input hash, so a bump rebuilds every partition once."""
+
+
+@dataclass(frozen=True)
+class DatasetInputs:
+    """What every partition of one run is built with, besides its own rows."""
+
+    identity: ModelIdentity
+    model: EmbeddingModelConfig
+    tie_policy: str
+
+    def input_hash(self, label_fingerprint: str, text_fingerprint: str, cache_state: str) -> str:
+        """SHA-256 (first 128 bits) of the canonical JSON of every input of a partition."""
+        inputs = {
+            "code_version": LABELLED_ROWS_CODE_VERSION,
+            "text_format": TEXT_FORMAT,
+            "model_fingerprint": self.identity.fingerprint,
+            "dimensions": self.identity.dimensions,
+            "max_tokens_per_input": self.model.max_tokens_per_input,
+            "tie_policy": self.tie_policy,
+            "label_fingerprint": label_fingerprint,
+            "text_fingerprint": text_fingerprint,
+            "cache_state": cache_state,
+        }
+        return hashlib.sha256(canonical_json(inputs).encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class UnchangedPartition:
+    """A partition whose stored rows are what this run would build."""
+
+    key: str
+    input_hash: str
+    stored: StoredPartition
+    write: PartitionWrite
+
+
+def unchanged_partitions(
+    connection: psycopg.Connection,
+    schema: str,
+    table: str,
+    cache: sql.Identifier,
+    inputs: DatasetInputs,
+    keys: Sequence[str],
+    label_fingerprints: Mapping[str, str],
+    text_fingerprints: Mapping[str, str],
+) -> dict[str, UnchangedPartition]:
+    """The partitions among `keys` whose stored rows can stay, read in the caller's transaction
+    (the one that read the fingerprints)."""
+    writes = {
+        key: write
+        for key, write in read_writes(connection, schema, table, keys).items()
+        if write.input_hash is not None
+    }
+    if not writes:
+        return {}
+    stored = stored_partitions(
+        connection, sql.Identifier(schema, table), cache, inputs.identity, list(writes)
+    )
+    found = {}
+    for key, write in writes.items():
+        partition = stored.get(key)
+        if key not in text_fingerprints or partition is None:
+            continue
+        expected = inputs.input_hash(
+            label_fingerprints[key], text_fingerprints[key], partition.cache_state
+        )
+        if (
+            write.input_hash == expected
+            and write.row_count == partition.rows
+            and partition.fully_cached
+        ):
+            found[key] = UnchangedPartition(key, expected, partition, write)
+    return found

@@ -53,6 +53,7 @@ from training_pipeline.embedding.clients import (
     LOCAL_MODEL_THREAD_SETTINGS,
     LocalE5Client,
     local_parallel_calls,
+    model_identity,
 )
 from training_pipeline.embedding.engine import embed_texts
 from training_pipeline.embedding.tokens import input_rule
@@ -151,16 +152,17 @@ class _Pipeline:
 
     def __init__(self, database_url: str) -> None:
         from training_pipeline.storage.connection import open_connection
-        from training_pipeline.storage.embedding_cache import EmbeddingCache
+        from training_pipeline.storage.embedding_cache import CACHE_TABLE, EmbeddingCache
+        from training_pipeline.storage.model_registry import claim_model
 
         self.config = load_models_config().get(MODEL)
         self.client = LocalE5Client(MODEL)
         self.client.embed(["warm-up"])  # loads the model with the pipeline's settings
         self.connection = open_connection(database_url, autocommit=True)
-        self.cache = EmbeddingCache(
-            self.connection, "training_pipeline", MODEL, self.config.dimensions
-        )
+        identity = model_identity(MODEL, self.config)  # the fingerprint a real run stores
+        self.cache = EmbeddingCache(self.connection, "training_pipeline", identity)
         self.cache.ensure_table()
+        claim_model(self.connection, "training_pipeline", CACHE_TABLE, identity, print)
         self.requests = 0
         self.concurrency = 0
 

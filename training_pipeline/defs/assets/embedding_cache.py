@@ -61,6 +61,7 @@ from training_pipeline.defs.assets.embedding_report import (
 )
 from training_pipeline.defs.assets.model_cache import claim_model_cache, identity_failure
 from training_pipeline.defs.assets.sources import ranges_of
+from training_pipeline.defs.dagster_compat import add_partition_metadata
 from training_pipeline.defs.keys import (
     CACHE_TABLE,
     PREPROCESSED_TEXT_KEY,
@@ -247,7 +248,7 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
                 postgres.url(),
                 pool,
                 pool_slot_count(context.instance, pool),
-                holder=context.run_id,
+                holder=context.run.run_id,
                 log=context.log.info,
                 reconnect_seconds=reconnect_seconds,
             )
@@ -308,8 +309,11 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
                 batch_writer.close()
 
         written = writer.written | batch_writer.written
-        for key, counts in range_counts(context.partition_keys, texts, inputs, written).items():
-            context.add_asset_metadata(counts, partition_key=key)
+        keys = context.partition_keys
+        counts_by_range = range_counts(keys, texts, inputs, written)
+        add_partition_metadata(
+            context.get_step_execution_context(), context.asset_key, counts_by_range, keys
+        )
         metadata = {
             "model": model_name,
             "dimensions": model.dimensions,

@@ -103,6 +103,20 @@ def api_slot_windows(instance: DagsterInstance) -> list[tuple[float, float]]:
     return windows
 
 
+def start_runs(keys: list[str], env: dict[str, str]) -> list[subprocess.Popen]:
+    """One refresh run per range, each in its own process, all started at once."""
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "training_pipeline_tests.support.run_partition", MODEL, key],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for key in keys
+    ]
+
+
 def most_at_once(windows: list[tuple[float, float]]) -> int:
     edges = sorted([(start, 1) for start, _ in windows] + [(end, -1) for _, end in windows])
     running = peak = 0
@@ -124,16 +138,7 @@ def test_eight_concurrent_runs_share_the_api_without_duplicates_or_deadlock(
         # left to `default_limit` is created lazily, and runs starting at the same instant can
         # race and create two slots (seen here, 2 of 3 tries under load).
         instance.event_log_storage.set_concurrency_slots(f"embedding_api_{SLUG}", 1)
-    runs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "training_pipeline_tests.support.run_partition", MODEL, key],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for key in keys
-    ]
+    runs = start_runs(keys, env)
     outcomes = [run.communicate(timeout=240) for run in runs]  # a deadlock would time out
     failures = [
         "\n".join(line for line in err.splitlines() if "Error" in line or "error" in line)[-3000:]
@@ -204,16 +209,7 @@ def test_the_api_slot_guard_serialises_embedding_steps_dagster_lets_overlap(
     embedding_server.latency = 0.3  # each step embeds for seconds: the two runs overlap
     with DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions(AID_RANGES_PARTITIONS_NAME, keys)
-    runs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "training_pipeline_tests.support.run_partition", MODEL, key],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for key in keys
-    ]
+    runs = start_runs(keys, env)
     outcomes = [run.communicate(timeout=240) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], [err[-3000:] for _, err in outcomes]
     with DagsterInstance.from_config(str(home)) as instance:

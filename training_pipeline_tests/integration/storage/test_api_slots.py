@@ -29,6 +29,25 @@ def guard(url: str, holder: str, log: list[str], slot_count: int = 1, **kwargs) 
     )
 
 
+def hold_in_background(slots: ApiSlots) -> tuple[threading.Thread, threading.Event]:
+    """A thread that waits for a slot of `slots` and, once it holds one, sets the event."""
+    held = threading.Event()
+
+    def wait_then_hold() -> None:
+        with slots.hold():
+            held.set()
+
+    thread = threading.Thread(target=wait_then_hold)
+    thread.start()
+    return thread, held
+
+
+def wait_for_a_line(log: list[str]) -> None:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not log and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def most_at_once(windows: list[tuple[float, float]]) -> int:
     edges = sorted([(start, 1) for start, _ in windows] + [(end, -1) for _, end in windows])
     running = peak = 0
@@ -83,19 +102,10 @@ def test_a_waiter_names_the_run_holding_the_slot_and_reports_its_wait(database_u
     first_log: list[str] = []
     second_log: list[str] = []
     second = guard(database_url, "run-b", second_log, wait_seconds=0.2)
-    second_held = threading.Event()
-
-    def wait_then_hold() -> None:
-        with second.hold():
-            second_held.set()
-
     with guard(database_url, "run-a", first_log).hold() as first:
         assert first.slot == 0 and not first.had_to_wait
-        waiter = threading.Thread(target=wait_then_hold)
-        waiter.start()
-        deadline = time.monotonic() + DEADLINE_SECONDS
-        while not second_log and time.monotonic() < deadline:
-            time.sleep(0.05)
+        waiter, second_held = hold_in_background(second)
+        wait_for_a_line(second_log)
         time.sleep(0.5)  # several of the waiter's 0.2 s waits
         assert not second_held.is_set()  # still waiting while run-a holds the slot
     waiter.join(DEADLINE_SECONDS)
@@ -131,18 +141,8 @@ def test_a_killed_holder_frees_its_slot(database_url):
             if line.startswith("HELD"):
                 break
         log: list[str] = []
-        waiter = guard(database_url, "next-run", log, wait_seconds=0.2)
-        taken = threading.Event()
-
-        def take() -> None:
-            with waiter.hold():
-                taken.set()
-
-        thread = threading.Thread(target=take)
-        thread.start()
-        deadline = time.monotonic() + DEADLINE_SECONDS
-        while not log and time.monotonic() < deadline:
-            time.sleep(0.05)
+        thread, taken = hold_in_background(guard(database_url, "next-run", log, wait_seconds=0.2))
+        wait_for_a_line(log)
         assert "slot 0 by run killed-run" in log[0]
         assert not taken.is_set()
         holder.send_signal(signal.SIGKILL)

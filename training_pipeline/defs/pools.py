@@ -1,6 +1,8 @@
-"""How many slots a Dagster pool has, as the instance sees it (the API slot guard's count)."""
+"""A Dagster pool's slot count on the instance, and the API slot guard of a step in the pool."""
 
-from dagster import DagsterInstance
+from dagster import AssetExecutionContext, DagsterInstance
+
+from training_pipeline.storage.api_slots import ApiSlots
 
 
 def pool_slot_count(instance: DagsterInstance, pool: str) -> int:
@@ -12,3 +14,18 @@ def pool_slot_count(instance: DagsterInstance, pool: str) -> int:
     else:
         limit = instance.global_op_concurrency_default_limit
     return max(1, limit or 1)
+
+
+def api_slots_of_step(
+    context: AssetExecutionContext, database_url: str, pool: str, reconnect_seconds: float
+) -> ApiSlots:
+    """The guard of the step's API part: as many slots as the pool has, named after the run,
+    logging to the run, reconnecting within the cache writer's budget."""
+    return ApiSlots(
+        database_url,
+        pool,
+        pool_slot_count(context.instance, pool),
+        holder=context.run.run_id,
+        log=context.log.info,
+        reconnect_seconds=reconnect_seconds,
+    )

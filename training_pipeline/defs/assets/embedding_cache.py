@@ -17,7 +17,12 @@ batch that covers texts it needs rather than paying for them again (`embedding_b
 
 The model's settings are the `EmbeddingModelConfig` the asset was built from, never a second
 read of the TOML, so one run uses one configuration from its first query to its last store; the
-step first claims the model's cache for that configuration's identity (`model_cache`).
+step first claims the model's cache for that configuration's identity (`model_cache`). The API
+part holds one of the model pool's API slots (`storage.api_slots`, `defs.pools`).
+
+The module is a little over 300 lines: the step is one function whose failure branches share
+its locals (writers, stats, batches); what can stand alone already does (`embedding_batch`,
+`embedding_report`, `model_cache`, the guard).
 """
 
 from contextlib import nullcontext
@@ -72,7 +77,7 @@ from training_pipeline.defs.keys import (
     model_slug,
 )
 from training_pipeline.defs.partitions import aid_ranges_partitions
-from training_pipeline.defs.pools import pool_slot_count
+from training_pipeline.defs.pools import api_slots_of_step
 from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
 from training_pipeline.defs.table_schemas import COLUMN_SCHEMA_KEY
 from training_pipeline.embedding.clients import MissingApiKeyError, build_client
@@ -84,7 +89,7 @@ from training_pipeline.embedding.engine import (
 )
 from training_pipeline.embedding.tokens import input_rule
 from training_pipeline.settings import env_var, load_settings
-from training_pipeline.storage.api_slots import ApiSlotLost, ApiSlots
+from training_pipeline.storage.api_slots import ApiSlotLost
 from training_pipeline.storage.cache_writer import CacheUnavailable, CacheWriter
 from training_pipeline.storage.connection import open_connection
 from training_pipeline.storage.embedding_cache import EmbeddingCache
@@ -243,14 +248,8 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
 
             # Dagster's pool slot can be claimed twice (see storage.api_slots): our own slot
             # guards the API part, and only when there is something to embed.
-            pool = embedding_pool(model_name)
-            api_slot = ApiSlots(
-                postgres.url(),
-                pool,
-                pool_slot_count(context.instance, pool),
-                holder=context.run.run_id,
-                log=context.log.info,
-                reconnect_seconds=reconnect_seconds,
+            api_slot = api_slots_of_step(
+                context, postgres.url(), embedding_pool(model_name), reconnect_seconds
             )
 
             def store_batch(start: int, stop: int, vectors: np.ndarray) -> None:

@@ -80,6 +80,10 @@ class ApiSlots:
         self.had_to_wait = False  # every slot was taken when this guard first asked
         self.regained = 0  # times the watcher re-took the slot after a dropped connection
         self.lost: str | None = None  # why the guard no longer holds its slot
+        # The watcher's lines, logged from the holder's thread (`ensure_held`, the end of
+        # `hold`): a run's logger belongs to the thread that runs the step.
+        self._notices: list[str] = []
+        self._notices_lock = threading.Lock()
 
     # -- connecting -------------------------------------------------------------------------
 
@@ -207,14 +211,24 @@ class ApiSlots:
             return
         except psycopg.Error:
             self._connection.close()
-        self._log(
+        self._notice(
             f"lost the database connection holding API slot {self.slot} of pool "
             f"{self.pool}; reconnecting to take it back"
         )
         self.lost = self._retake(time.monotonic() + self._budget)
         if self.lost is None:
             self.regained += 1
-            self._log(f"took API slot {self.slot} of pool {self.pool} back")
+            self._notice(f"took API slot {self.slot} of pool {self.pool} back")
+
+    def _notice(self, line: str) -> None:
+        with self._notices_lock:
+            self._notices.append(line)
+
+    def _log_notices(self) -> None:
+        with self._notices_lock:
+            lines, self._notices = self._notices, []
+        for line in lines:
+            self._log(line)
 
     def _retake(self, deadline: float) -> str | None:
         """Reconnect and take this guard's slot again before `deadline`; None when done, else
@@ -241,7 +255,9 @@ class ApiSlots:
                 fresh.close()
 
     def ensure_held(self) -> None:
-        """Raise `ApiSlotLost` if the slot was lost (call between units of API work)."""
+        """Raise `ApiSlotLost` if the slot was lost (call between units of API work, from the
+        thread that holds the slot); logs what the watcher saw meanwhile."""
+        self._log_notices()
         if self.lost is not None:
             raise ApiSlotLost(self.lost)
 
@@ -264,6 +280,7 @@ class ApiSlots:
         finally:
             stop.set()
             watcher.join()
+            self._log_notices()
             # Logged before the unlock, so a logged window lies inside the real one.
             self._log(f"releasing API slot {self.slot} of pool {self.pool}")
             connection = self._connection

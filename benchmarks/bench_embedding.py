@@ -43,6 +43,7 @@ from training_pipeline.core.text import text_checksum
 from training_pipeline.embedding.batching import plan_batches
 from training_pipeline.embedding.clients import OpenAICompatibleClient
 from training_pipeline.embedding.engine import embed_texts
+from training_pipeline.embedding.rate_limit import request_headroom
 from training_pipeline_tests.support.embedding_server import (
     EmbeddingServer,
     running_embedding_server,
@@ -266,7 +267,8 @@ def run() -> Report:
         f"{ALLOWED_PER_MINUTE} requests per sliding 60 s window (429 + Retry-After beyond), "
         f"synthetic {DIMENSIONS}-d vectors (base64).",
         f"Ours: {TEXTS_PER_REQUEST} texts per request, max_concurrent_requests = "
-        f"{MAX_CONCURRENT}, requests_per_minute = {ALLOWED_PER_MINUTE} (paced at 98%); every "
+        f"{MAX_CONCURRENT}, requests_per_minute = {ALLOWED_PER_MINUTE} (paced at "
+        f"{100 * request_headroom(ALLOWED_PER_MINUTE):.1f}%); every "
         "batch committed to an embedding cache on a throw-away embedded PostgreSQL.",
         f"Baseline: the old service's loop (one request, then a {BASELINE_SLEEP_SECONDS:.0f} s "
         f"sleep), {BASELINE_REQUESTS} requests measured; same client, server and batch size.",

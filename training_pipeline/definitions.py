@@ -4,6 +4,11 @@ schedule and sensors that keep the datasets fresh, the resources and the IO mana
 
 from __future__ import annotations
 
+# isort: off
+# First of all: garbage collection waits for the imports below (see `load_gc`).
+from training_pipeline import load_gc
+
+# isort: on
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +38,8 @@ from training_pipeline.defs.resources import (
     PostgresResource,
     VideoSourceResource,
 )
+
+load_gc.resume()
 
 
 def build_definitions(

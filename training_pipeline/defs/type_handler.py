@@ -15,7 +15,7 @@ import psycopg
 from dagster import InputContext, MetadataValue, OutputContext, TableSchema
 from psycopg import sql
 
-from training_pipeline.defs.dagster_compat import DbTypeHandler, TableSlice
+from training_pipeline.defs.dagster_compat import DbTypeHandler, TableSlice, add_partition_metadata
 from training_pipeline.defs.io_manager_reuse import rewritten_metadata
 from training_pipeline.defs.table_schemas import schema_from_metadata
 from training_pipeline.storage.identifiers import validate_identifier
@@ -161,13 +161,14 @@ class PandasPostgresTypeHandler(DbTypeHandler[pd.DataFrame]):
                 input_hashes,
             )
             # Each partition's materialization gets its own row count (a run may write several).
+            metadata_by_key = {}
             for key, rows in rows_per_partition.items():
                 reuse = {} if input_hashes is None else rewritten_metadata(input_hashes.get(key))
-                context.step_context.add_asset_metadata(
-                    {"dagster/partition_row_count": MetadataValue.int(rows), **reuse},
-                    asset_key=context.asset_key,
-                    partition_key=key,
-                )
+                metadata_by_key[key] = {
+                    "dagster/partition_row_count": MetadataValue.int(rows),
+                    **reuse,
+                }
+            add_partition_metadata(context.step_context, context.asset_key, metadata_by_key, keys)
         return table_row_count(connection, table_slice)
 
     def load_input(

@@ -2,14 +2,17 @@
 and a slow-down only when 429s show that the server's real limit is lower than configured.
 
 Pacing is GCRA-style (a "virtual scheduling" token bucket with no burst): every request reserves
-the next free start time of each limit and sleeps until then, so requests leave evenly spaced at
-`PACING_HEADROOM` of the configured rate instead of in bursts that a server's sliding window
-would answer with 429. A request of `n` tokens moves the token schedule on by `n / rate`.
+the next free start time of each limit and sleeps until then, so requests leave evenly spaced
+just below the configured rate instead of in bursts that a server's sliding window would answer
+with 429. A request of `n` tokens moves the token schedule on by `n / rate`.
 
 Evenly paced requests can still put the full rate plus one whole request into a server's sliding
-window (the request that opens the window is counted whole). For requests that is one request
-in hundreds, covered by the headroom; for tokens one request can be a sizeable share of the
-limit, so the token rate is lowered by the largest request seen per `window_seconds`
+window (the request that opens the window is counted whole), and jitter on the way moves
+arrivals closer together. So requests are paced at `request_headroom`: the rate at which a
+minute stretched by `JITTER_SECONDS` plus the opening request still holds at most the limit
+(`rate * (60 s + jitter) + 1 <= limit`: 99.7% of 600/min, 98.2% of 60/min, less below). For
+tokens one request can be a sizeable share of the limit, so the token rate (at
+`PACING_HEADROOM`) is lowered by the largest request seen per `window_seconds`
 (`rate * window + largest <= limit`): safe for sliding-window servers and a small cost (a
 15k-token request against 1M tokens/min: 1.5%) for token-bucket ones.
 
@@ -36,7 +39,22 @@ from collections.abc import Callable
 from training_pipeline.embedding.congestion import CongestionControl, PaceChange
 
 PACING_HEADROOM = 0.98
-"""Share of each configured limit we pace to: absorbs clock and network jitter at the server."""
+"""Share of the configured token limit we pace to: absorbs clock and network jitter."""
+JITTER_SECONDS = 0.1
+"""How much closer than paced two of our requests may arrive at the server (network, clocks)."""
+MAX_REQUEST_HEADROOM = 0.998
+"""Never pace requests above this share of the limit, however large it is."""
+
+
+def request_headroom(requests_per_minute: float) -> float:
+    """The share of `requests_per_minute` to pace at so that no sliding minute at the server
+    holds more than the limit: `rate * (60 + JITTER_SECONDS) + 1 <= limit`, solved for rate.
+
+    A fixed share wastes a large limit's room (98% of 600/min leaves 12 requests a minute
+    unused) and is not enough for a small one (98% of 30/min puts 30 requests plus jitter in a
+    minute)."""
+    fitting = (requests_per_minute - 1) / requests_per_minute * 60 / (60 + JITTER_SECONDS)
+    return min(MAX_REQUEST_HEADROOM, max(0.5, fitting))
 
 
 class LimiterStopped(Exception):
@@ -60,14 +78,19 @@ class RateLimiter:
         tokens_per_minute: float | None = None,
         max_concurrent: int | None = None,
         *,
-        headroom: float = PACING_HEADROOM,
+        headroom: float | None = None,
         window_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         wait: Callable[[float, threading.Event | None], bool] = _default_wait,
     ) -> None:
         self._requests_per_minute = requests_per_minute
-        self._request_rate = requests_per_minute / 60.0 * headroom if requests_per_minute else None
-        self._token_rate = tokens_per_minute / 60.0 * headroom if tokens_per_minute else None
+        self._request_rate = (
+            requests_per_minute / 60.0 * (headroom or request_headroom(requests_per_minute))
+            if requests_per_minute
+            else None
+        )
+        token_headroom = headroom or PACING_HEADROOM
+        self._token_rate = tokens_per_minute / 60.0 * token_headroom if tokens_per_minute else None
         self._window_seconds = window_seconds
         self._largest_request = 0  # tokens
         self._clock = clock
@@ -229,7 +252,7 @@ class RateLimiter:
             in_flight = "unlimited" if self._window is None else str(int(self._window))
             pace = f"at most {in_flight} requests in flight"
         elif self._requests_per_minute:
-            paced = self._requests_per_minute * PACING_HEADROOM * change.factor
+            paced = self._request_rate * 60 * change.factor
             pace = f"{paced:.0f} requests/min ({100 * change.factor:.0f}% of the configured limits)"
         else:
             pace = f"{100 * change.factor:.0f}% of the configured limits"

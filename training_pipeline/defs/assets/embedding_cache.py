@@ -17,9 +17,15 @@ batch that covers texts it needs rather than paying for them again (`embedding_b
 
 The model's settings are the `EmbeddingModelConfig` the asset was built from, never a second
 read of the TOML, so one run uses one configuration from its first query to its last store; the
-step first claims the model's cache for that configuration's identity (`model_cache`).
+step first claims the model's cache for that configuration's identity (`model_cache`). The API
+part holds one of the model pool's API slots (`storage.api_slots`, `defs.pools`).
+
+The module is a little over 300 lines: the step is one function whose failure branches share
+its locals (writers, stats, batches); what can stand alone already does (`embedding_batch`,
+`embedding_report`, `model_cache`, the guard).
 """
 
+from contextlib import nullcontext
 from typing import Literal
 
 import numpy as np
@@ -60,6 +66,7 @@ from training_pipeline.defs.assets.embedding_report import (
 )
 from training_pipeline.defs.assets.model_cache import claim_model_cache, identity_failure
 from training_pipeline.defs.assets.sources import ranges_of
+from training_pipeline.defs.dagster_compat import add_partition_metadata
 from training_pipeline.defs.keys import (
     CACHE_TABLE,
     PREPROCESSED_TEXT_KEY,
@@ -70,6 +77,7 @@ from training_pipeline.defs.keys import (
     model_slug,
 )
 from training_pipeline.defs.partitions import aid_ranges_partitions
+from training_pipeline.defs.pools import api_slots_of_step
 from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
 from training_pipeline.defs.table_schemas import COLUMN_SCHEMA_KEY
 from training_pipeline.embedding.clients import MissingApiKeyError, build_client
@@ -81,6 +89,7 @@ from training_pipeline.embedding.engine import (
 )
 from training_pipeline.embedding.tokens import input_rule
 from training_pipeline.settings import env_var, load_settings
+from training_pipeline.storage.api_slots import ApiSlotLost
 from training_pipeline.storage.cache_writer import CacheUnavailable, CacheWriter
 from training_pipeline.storage.connection import open_connection
 from training_pipeline.storage.embedding_cache import EmbeddingCache
@@ -237,8 +246,15 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
             )
             batch_checksums = to_embed["input_checksum"].tolist()
 
+            # Dagster's pool slot can be claimed twice (see storage.api_slots): our own slot
+            # guards the API part, and only when there is something to embed.
+            api_slot = api_slots_of_step(
+                context, postgres.url(), embedding_pool(model_name), reconnect_seconds
+            )
+
             def store_batch(start: int, stop: int, vectors: np.ndarray) -> None:
                 writer.store(batch_checksums[start:stop], vectors)
+                api_slot.ensure_held()
 
             def failure(description: str, run_stats: EmbeddingRunStats) -> Failure:
                 return step_failure(
@@ -250,20 +266,25 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
                 concurrency=request_concurrency(model),
             )
             try:
-                # Recorded batches first (and in batch mode, new ones); the rest goes sync.
-                to_embed = batches.embed(to_embed)
-                batch_checksums = to_embed["input_checksum"].tolist()
-                stats.total = len(batch_checksums)
-                if batch_checksums:  # no client (and no API key) needed when all is cached
-                    stats = embed_texts(
-                        build_client(model_name, model),
-                        model,
-                        to_embed["input_text"].tolist(),
-                        store_batch,
-                        log=context.log.info,
-                        progress_every_seconds=config.progress_every_seconds,
-                        stats=stats,
-                    )
+                with api_slot.hold() if len(to_embed) else nullcontext():
+                    # The step we waited for may have embedded some of our texts meanwhile.
+                    if api_slot.had_to_wait and not config.force_regenerate:
+                        cached = set(cache.cached_checksums(to_embed["input_checksum"].tolist()))
+                        to_embed = to_embed[~to_embed["input_checksum"].isin(cached)]
+                    # Recorded batches first (and in batch mode, new ones); the rest goes sync.
+                    to_embed = batches.embed(to_embed)
+                    batch_checksums = to_embed["input_checksum"].tolist()
+                    stats.total = len(batch_checksums)
+                    if batch_checksums:  # no client (and no API key) needed when all is cached
+                        stats = embed_texts(
+                            build_client(model_name, model),
+                            model,
+                            to_embed["input_text"].tolist(),
+                            store_batch,
+                            log=context.log.info,
+                            progress_every_seconds=config.progress_every_seconds,
+                            stats=stats,
+                        )
             except EmbeddingFailed as error:
                 raise failure(str(error), error.stats) from error
             except MissingApiKeyError as error:
@@ -272,6 +293,9 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
                     "api_key_env in embedding_models.toml) is not set"
                 )
                 description = failure_description(model_name, model, cause, stats)
+                raise failure(description, stats) from None
+            except ApiSlotLost as error:
+                description = failure_description(model_name, model, str(error), stats)
                 raise failure(description, stats) from None
             except CacheUnavailable as error:
                 cause = f"{error}, set by {env_var('db_reconnect_seconds')}"
@@ -284,8 +308,11 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
                 batch_writer.close()
 
         written = writer.written | batch_writer.written
-        for key, counts in range_counts(context.partition_keys, texts, inputs, written).items():
-            context.add_asset_metadata(counts, partition_key=key)
+        keys = context.partition_keys
+        counts_by_range = range_counts(keys, texts, inputs, written)
+        add_partition_metadata(
+            context.get_step_execution_context(), context.asset_key, counts_by_range, keys
+        )
         metadata = {
             "model": model_name,
             "dimensions": model.dimensions,
@@ -296,6 +323,7 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
             "run_distinct_texts": len(unique_inputs),
             "run_new_embeddings": len(written),
             "run_database_reconnects": writer.reconnects + batch_writer.reconnects,
+            "run_api_slot_wait_seconds": round(api_slot.waited_seconds, 3),
             **run_metadata(stats, model, len(writer.written)),
         }
         metadata.update(batches.metadata())

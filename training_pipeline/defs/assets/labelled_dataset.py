@@ -45,6 +45,7 @@ from training_pipeline.defs.assets.labelled_dataset_reuse import (
 from training_pipeline.defs.assets.model_cache import claim_model_cache
 from training_pipeline.defs.assets.sources import ranges_of
 from training_pipeline.defs.assets.text import PREPROCESSED_TEXT_COLUMNS
+from training_pipeline.defs.dagster_compat import add_partition_metadata
 from training_pipeline.defs.io_manager_reuse import PartitionedOutput
 from training_pipeline.defs.keys import (
     CACHE_TABLE,
@@ -277,20 +278,20 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
                 f"{len(unchanged)} of {len(keys)} ranges unchanged since their stored rows were "
                 f"written: kept {sum(u.stored.rows for u in unchanged.values()):,} rows"
             )
-        kept = kept_ranges_metadata(context.instance, context.asset_key, unchanged, label_fps)
-        for key, metadata in kept.items():
-            context.add_asset_metadata(metadata, partition_key=key)
+        metadata_by_range = dict(
+            kept_ranges_metadata(context.instance, context.asset_key, unchanged, label_fps)
+        )
         for key in [r.key for r in rebuild]:
-            context.add_asset_metadata(
-                rebuilt_range_metadata(
-                    key,
-                    rows_of_range(built.result, key),
-                    built.label_rows_by_range[key],
-                    int(built.labelled_per_range.get(key, 0)),
-                    label_fps[key],
-                ),
-                partition_key=key,
+            metadata_by_range[key] = rebuilt_range_metadata(
+                key,
+                rows_of_range(built.result, key),
+                built.label_rows_by_range[key],
+                int(built.labelled_per_range.get(key, 0)),
+                label_fps[key],
             )
+        add_partition_metadata(
+            context.get_step_execution_context(), context.asset_key, metadata_by_range, keys
+        )
         return PartitionedOutput(
             frame=built.result if built else pd.DataFrame(),
             input_hashes=built.input_hashes if built else {},

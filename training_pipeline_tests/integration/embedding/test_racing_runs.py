@@ -1,6 +1,7 @@
-"""Two runs racing over the same texts, without a pool to keep them apart (two processes, two
-ephemeral instances, one database): both send every text, one stores each row, and the numbers
-each run reports add up to what happened: rows stored, texts and tokens sent."""
+"""Two runs racing over the same texts, in a pool of two slots (two processes, two instances,
+one database; the API slot guard then lets two steps embed at once): both send every text, one
+stores each row, and the numbers each run reports add up to what happened: rows stored, texts
+and tokens sent."""
 
 from __future__ import annotations
 
@@ -25,14 +26,17 @@ fault_server = embedding_fixtures.fault_server
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 RUN = """
-import json, sys
+import json, sys, tempfile
 from dagster import DagsterInstance
 from training_pipeline.definitions import build_definitions
-from training_pipeline.defs.keys import AID_RANGES_PARTITIONS_NAME, embedding_cache_key
+from training_pipeline.defs.keys import (
+    AID_RANGES_PARTITIONS_NAME, embedding_cache_key, embedding_pool,
+)
 from training_pipeline_tests.support import embedding_fixtures as fixtures
 
 defs = build_definitions(sys.argv[1])
-with DagsterInstance.ephemeral() as instance:
+with tempfile.TemporaryDirectory() as home, DagsterInstance.local_temp(home) as instance:
+    instance.event_log_storage.set_concurrency_slots(embedding_pool(fixtures.REMOTE), 2)
     instance.add_dynamic_partitions(AID_RANGES_PARTITIONS_NAME, [fixtures.SEEDED_RANGE])
     result = fixtures.materialize_cache(defs, instance)
     (event,) = [

@@ -138,10 +138,10 @@ def test_the_pace_climbs_back_to_the_configured_rate_once_the_limit_is_lifted():
     # to the full configured pace within six minutes (here four: the first probe had begun).
     assert minutes <= 6
     notices = limiter.drain_notices()
-    assert "pacing up to 340 requests/min" in notices[-4]  # +10% of 309
-    assert "pacing up to 407 requests/min" in notices[-3]  # +20%
-    assert "pacing up to 570 requests/min" in notices[-2]  # +40%
-    assert "pacing up to 588 requests/min (100%" in notices[-1]  # +50%, capped
+    assert "pacing up to 345 requests/min" in notices[-4]  # +10% of 314
+    assert "pacing up to 414 requests/min" in notices[-3]  # +20%
+    assert "pacing up to 580 requests/min" in notices[-2]  # +40%
+    assert "pacing up to 598 requests/min (100%" in notices[-1]  # +50%, capped
 
 
 def test_a_probe_above_the_real_limit_fails_fast_and_the_next_waits_twice_as_long():

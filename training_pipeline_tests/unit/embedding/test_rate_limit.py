@@ -19,7 +19,13 @@ import pytest
 from training_pipeline.core.text import estimate_tokens
 from training_pipeline.embedding.batching import plan_batches
 from training_pipeline.embedding.congestion import EVIDENCE_ANSWERS, RUN_429S
-from training_pipeline.embedding.rate_limit import PACING_HEADROOM, LimiterStopped, RateLimiter
+from training_pipeline.embedding.rate_limit import (
+    JITTER_SECONDS,
+    PACING_HEADROOM,
+    LimiterStopped,
+    RateLimiter,
+    request_headroom,
+)
 from training_pipeline.embedding.retry import RetryPolicy, parse_retry_after
 
 
@@ -63,10 +69,24 @@ def test_requests_are_paced_evenly_below_the_limit_with_no_burst():
         starts.append(limiter.acquire())
         limiter.release()
     gaps = {round(b - a, 9) for a, b in itertools.pairwise(starts)}
-    assert gaps == {round(60 / (600 * PACING_HEADROOM), 9)}  # evenly spaced, from the start
-    assert max_in_window(starts, [1] * len(starts), 60.0) <= 600
-    # ...and close to the limit: 98% of 600/min.
-    assert max_in_window(starts, [1] * len(starts), 60.0) >= 0.97 * 600
+    assert gaps == {round(60 / (600 * request_headroom(600)), 9)}  # evenly, from the start
+    # No sliding minute holds more than the limit, even stretched by the jitter allowance...
+    assert max_in_window(starts, [1] * len(starts), 60.0 + JITTER_SECONDS) <= 600
+    # ...and it is close to the limit: 599 of 600 in a minute.
+    assert max_in_window(starts, [1] * len(starts), 60.0) >= 599
+
+
+@pytest.mark.parametrize("limit", [2, 10, 30, 60, 100, 600, 3_000, 10_000])
+def test_paced_requests_fit_a_sliding_minute_stretched_by_jitter_at_any_limit(limit):
+    clock = VirtualClock()
+    limiter = limiter_on(clock, requests_per_minute=limit)
+    starts = []
+    for _ in range(3 * limit):
+        starts.append(limiter.acquire())
+        limiter.release()
+    assert max_in_window(starts, [1] * len(starts), 60.0 + JITTER_SECONDS) <= limit
+    # A fixed 98% would not fit: 30/min at 98% puts 31 requests in a jittered minute.
+    assert request_headroom(30) < 0.98 and request_headroom(600) > 0.99
 
 
 def test_tokens_per_minute_paces_by_each_request_token_cost():
@@ -126,7 +146,7 @@ def test_evidence_of_a_lower_limit_pauses_everyone_for_retry_after_and_paces_at_
     refused_at = clock.now()
     assert limiter.slowdowns == 1
     # 150 accepted in a window: pace at 98% of that (not below half the pace per step).
-    assert limiter.factor() == pytest.approx(max(0.5, 0.98 * 150 / (600 * PACING_HEADROOM)))
+    assert limiter.factor() == pytest.approx(max(0.5, 0.98 * 150 / (600 * request_headroom(600))))
     first = limiter.acquire()
     limiter.release()
     second = limiter.acquire()

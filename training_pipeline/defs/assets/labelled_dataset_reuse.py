@@ -12,14 +12,14 @@ record without a hash (written before hashes were recorded) never matches.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
-from training_pipeline.core.model_identity import ModelIdentity, canonical_json
+from training_pipeline.core.input_hashes import input_hash as hash_of_inputs
+from training_pipeline.core.model_identity import ModelIdentity
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import TEXT_FORMAT
 from training_pipeline.storage.partition_inputs import StoredPartition, stored_partitions
@@ -52,7 +52,7 @@ class DatasetInputs:
             "text_fingerprint": text_fingerprint,
             "cache_state": cache_state,
         }
-        return hashlib.sha256(canonical_json(inputs).encode("utf-8")).hexdigest()[:32]
+        return hash_of_inputs(inputs)
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,8 @@ import numpy as np
 # httpx) takes 0.75 s to import on an idle machine, and the embedding client would otherwise
 # import it inside this step, between the cache lookup and the first request of a cold build.
 import openai  # noqa: F401
-import pandas as pd
 from dagster import (
     AssetExecutionContext,
-    AssetIn,
     AssetsDefinition,
     BackfillPolicy,
     Config,
@@ -52,11 +50,13 @@ from training_pipeline.defs.assets.embedding_batch import (
     BatchSettings,
     refuse_unsupported_mode,
 )
+from training_pipeline.defs.assets.embedding_lookup import all_cached_result, read_texts
 from training_pipeline.defs.assets.embedding_report import (
     failure_description,
     range_counts,
     run_metadata,
     step_failure,
+    step_metadata,
 )
 from training_pipeline.defs.assets.model_cache import claim_model_cache, identity_failure
 from training_pipeline.defs.assets.sources import ranges_of
@@ -155,14 +155,9 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
 
     @asset(
         key=embedding_cache_key(model_name),
-        ins={
-            # The cache needs the texts only, not the JSON of the source fields.
-            "preprocessed_text": AssetIn(
-                key=PREPROCESSED_TEXT_KEY,
-                metadata={"columns": ["aid", "aid_range", "text", "checksum"]},
-            )
-        },
-        deps=[VIDEO_LABELS_KEY],
+        # Read by the step itself (`embedding_lookup`): when every text is cached, one query
+        # says so and no text is loaded.
+        deps=[PREPROCESSED_TEXT_KEY, VIDEO_LABELS_KEY],
         partitions_def=aid_ranges_partitions,
         backfill_policy=BackfillPolicy.single_run(),
         metadata={COLUMN_SCHEMA_KEY: CACHE_TABLE_SCHEMA},
@@ -178,12 +173,17 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
     def embedding_cache(
         context: AssetExecutionContext,
         config: EmbeddingCacheConfig,
-        preprocessed_text: pd.DataFrame,
         postgres: PostgresResource,
         video_source: VideoSourceResource,
     ) -> MaterializeResult:
         refuse_unsupported_mode(model_name, model, config.mode)
-        texts = preprocessed_text
+        if not config.force_regenerate:
+            warm = all_cached_result(
+                context, model_name, model, config.scope, postgres, video_source
+            )
+            if warm is not None:
+                return warm
+        texts = read_texts(postgres, context.partition_keys)
         if config.scope == "labelled":
             texts = texts[texts["aid"].isin(labelled_aids(postgres, video_source, context))]
         inputs = model_inputs(texts, input_rule(model))
@@ -287,15 +287,17 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
         for key, counts in range_counts(context.partition_keys, texts, inputs, written).items():
             context.add_asset_metadata(counts, partition_key=key)
         metadata = {
-            "model": model_name,
-            "dimensions": model.dimensions,
-            "model_fingerprint": cache.fingerprint,
-            "scope": config.scope,
-            "force_regenerate": config.force_regenerate,
-            "run_aid_ranges": len(context.partition_keys),
-            "run_distinct_texts": len(unique_inputs),
-            "run_new_embeddings": len(written),
-            "run_database_reconnects": writer.reconnects + batch_writer.reconnects,
+            **step_metadata(
+                model_name,
+                model,
+                cache.fingerprint,
+                config.scope,
+                config.force_regenerate,
+                len(context.partition_keys),
+                len(unique_inputs),
+                len(written),
+                writer.reconnects + batch_writer.reconnects,
+            ),
             **run_metadata(stats, model, len(writer.written)),
         }
         metadata.update(batches.metadata())

@@ -12,9 +12,9 @@ resident memory as JSON. Two ways:
 Usage: python -m benchmarks.warm_path_run MODELS_TOML MODEL PARTITION_KEY {multiprocess|in_process}
        [{chain|dataset} [force_rewrite]]
 
-`dataset` materializes only the labelled dataset (and its checks); `force_rewrite` sets the
-labelled dataset's `force_rewrite: true`. The JSON says whether the range was kept
-(`partition_unchanged`).
+`dataset` materializes only the labelled dataset (and its checks); `force_rewrite` sets
+`force_rewrite: true` on every step of the run that has it (the text steps, the dataset). The
+JSON says whether the range was kept (`partition_unchanged`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from dagster import (
 from training_pipeline.definitions import build_definitions
 from training_pipeline.defs.keys import (
     AID_RANGES_PARTITIONS_NAME,
+    PREPROCESSED_TEXT_KEY,
+    RAW_VIDEO_TEXT_KEY,
     embedding_cache_key,
     labelled_dataset_key,
     range_asset_keys,
@@ -127,8 +129,13 @@ def main(
         WARM_PATH_EXECUTOR=executor,
         WARM_PATH_SCOPE=scope,
     )
-    dataset_op = labelled_dataset_key(model).to_python_identifier()
-    ops = {dataset_op: {"config": {"force_rewrite": True}}} if force == "force_rewrite" else {}
+    # `force_rewrite` of every step that keeps unchanged ranges (the embedding cache has no
+    # such switch: `force_regenerate` would re-embed, and every text is cached).
+    kept_steps = [labelled_dataset_key(model)]
+    if scope == "chain":
+        kept_steps += [RAW_VIDEO_TEXT_KEY, PREPROCESSED_TEXT_KEY]
+    forced = {"config": {"force_rewrite": True}}
+    ops = {k.to_python_identifier(): forced for k in kept_steps} if force == "force_rewrite" else {}
     with tempfile.TemporaryDirectory() as home:
         Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         with DagsterInstance.from_config(home) as instance:

@@ -60,15 +60,23 @@ def cached_counts(
         if labels is not None
         else sql.SQL("true")
     )
+    # Hash joins over the range's rows (not a cache probe per row), and DISTINCT by hashing.
     query = sql.SQL(
-        "SELECT t.aid_range, count(*), count(*) FILTER (WHERE t.text <> ''),"
-        " count(DISTINCT t.checksum) FILTER (WHERE t.text <> ''),"
-        " count(*) FILTER (WHERE t.text <> '' AND (char_length(t.text) > %(uncut)s"
-        "  OR NOT EXISTS (SELECT 1 FROM {cache} c WHERE c.model = %(model)s"
-        "   AND c.dimensions = %(dimensions)s AND c.checksum = t.checksum"
-        "   AND c.fingerprint = %(fingerprint)s)))"
-        " FROM {texts} t WHERE t.aid_range = ANY(%(keys)s) AND {in_scope}"
-        " GROUP BY GROUPING SETS ((t.aid_range), ())"
+        "WITH selected AS MATERIALIZED (SELECT t.aid_range, t.checksum, t.text <> '' AS has_text,"
+        " (t.text <> '' AND (char_length(t.text) > %(uncut)s OR c.checksum IS NULL)) AS pending"
+        " FROM {texts} t LEFT JOIN {cache} c ON c.model = %(model)s"
+        " AND c.dimensions = %(dimensions)s AND c.fingerprint = %(fingerprint)s"
+        " AND c.checksum = t.checksum WHERE t.aid_range = ANY(%(keys)s) AND {in_scope}),"
+        " per_range AS (SELECT aid_range, count(*) AS selected,"
+        " count(*) FILTER (WHERE has_text) AS with_text,"
+        " count(*) FILTER (WHERE pending) AS pending FROM selected GROUP BY aid_range),"
+        " texts AS (SELECT aid_range, count(*) AS texts FROM"
+        " (SELECT DISTINCT aid_range, checksum FROM selected WHERE has_text) d GROUP BY aid_range)"
+        " SELECT r.aid_range, r.selected, r.with_text, coalesce(d.texts, 0), r.pending"
+        " FROM per_range r LEFT JOIN texts d USING (aid_range)"
+        " UNION ALL SELECT NULL, coalesce(sum(selected), 0), coalesce(sum(with_text), 0),"
+        " (SELECT count(*) FROM (SELECT DISTINCT checksum FROM selected WHERE has_text) d),"
+        " coalesce(sum(pending), 0) FROM per_range"
     ).format(cache=sql.Identifier(schema, CACHE_TABLE), texts=texts, in_scope=in_scope)
     params = {
         "uncut": uncut_length,
@@ -80,7 +88,7 @@ def cached_counts(
     per_range: dict[str, CachedCounts] = {}
     run = ZERO
     for key, *counts in connection.execute(query, params).fetchall():
-        if key is None:  # the grouping set () : the whole run
+        if key is None:  # the last row: the whole run
             run = CachedCounts(*map(int, counts))
         else:
             per_range[key] = CachedCounts(*map(int, counts))

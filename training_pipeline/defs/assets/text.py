@@ -107,10 +107,13 @@ def stored_range_counts(
         return {}
     rows = connection.execute(
         sql.SQL(
-            "SELECT aid_range, count(*), count(*) FILTER (WHERE text = ''),"
-            " count(DISTINCT checksum) FROM {} WHERE aid_range = ANY(%s) GROUP BY aid_range"
+            "SELECT r.aid_range, r.videos, r.empty, d.texts FROM (SELECT aid_range,"
+            " count(*) AS videos, count(*) FILTER (WHERE text = '') AS empty FROM {0}"
+            " WHERE aid_range = ANY(%(keys)s) GROUP BY aid_range) r JOIN (SELECT aid_range,"
+            " count(*) AS texts FROM (SELECT DISTINCT aid_range, checksum FROM {0}"
+            " WHERE aid_range = ANY(%(keys)s)) u GROUP BY aid_range) d USING (aid_range)"
         ).format(table),
-        (keys,),
+        {"keys": keys},
     ).fetchall()
     return {key: dict(zip(RANGE_COUNTS, map(int, counts), strict=True)) for key, *counts in rows}
 

@@ -10,9 +10,10 @@ resident memory as JSON. Two ways:
   includes what earlier steps left on the heap.
 
 Usage: python -m benchmarks.warm_path_run MODELS_TOML MODEL PARTITION_KEY {multiprocess|in_process}
-       [{chain|dataset} [force_rewrite]]
+       [{chain|dataset|noop} [force_rewrite]]
 
-`dataset` materializes only the labelled dataset (and its checks); `force_rewrite` sets
+`dataset` materializes only the labelled dataset (and its checks), `noop` a chain of five steps
+that do nothing (Dagster's own cost per run and step); `force_rewrite` sets
 `force_rewrite: true` on every step of the run that has it (the text steps, the dataset). The
 JSON says whether the range was kept (`partition_unchanged`).
 """
@@ -26,14 +27,21 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
     DagsterEventType,
     DagsterInstance,
+    Definitions,
+    MaterializeResult,
+    asset,
     define_asset_job,
     execute_job,
     in_process_executor,
+    multi_asset_check,
     multiprocess_executor,
     reconstructable,
 )
@@ -47,6 +55,7 @@ from training_pipeline.defs.keys import (
     labelled_dataset_key,
     range_asset_keys,
 )
+from training_pipeline.defs.partitions import aid_ranges_partitions
 
 
 def peak_rss_bytes() -> int:
@@ -99,12 +108,43 @@ class RssSampler(threading.Thread):
         return round(max(inside, default=0) / 1e6)
 
 
+def noop_chain() -> Definitions:
+    """Four chained partitioned assets that do nothing and one check step: the same five steps
+    as the warm path, so its run measures what Dagster itself costs per run and per step."""
+
+    @asset(partitions_def=aid_ranges_partitions)
+    def noop_1() -> MaterializeResult:
+        return MaterializeResult(metadata={"rows": 0})
+
+    @asset(partitions_def=aid_ranges_partitions, deps=[noop_1])
+    def noop_2() -> MaterializeResult:
+        return MaterializeResult(metadata={"rows": 0})
+
+    @asset(partitions_def=aid_ranges_partitions, deps=[noop_2])
+    def noop_3() -> MaterializeResult:
+        return MaterializeResult(metadata={"rows": 0})
+
+    @asset(partitions_def=aid_ranges_partitions, deps=[noop_3])
+    def noop_4() -> MaterializeResult:
+        return MaterializeResult(metadata={"rows": 0})
+
+    @multi_asset_check(specs=[AssetCheckSpec("noop_check", asset=noop_4)])
+    def noop_check() -> Iterator[AssetCheckResult]:
+        yield AssetCheckResult(asset_key=noop_4.key, check_name="noop_check", passed=True)
+
+    return Definitions(assets=[noop_1, noop_2, noop_3, noop_4], asset_checks=[noop_check])
+
+
 def warm_path_job():
-    """The four warm-path assets of one model as a job (reconstructable: reads its env)."""
+    """The four warm-path assets of one model as a job (reconstructable: reads its env); scope
+    `noop`: `noop_chain` instead."""
     model = os.environ["WARM_PATH_MODEL"]
     executor = {"multiprocess": multiprocess_executor, "in_process": in_process_executor}[
         os.environ["WARM_PATH_EXECUTOR"]
     ]
+    if os.environ["WARM_PATH_SCOPE"] == "noop":
+        job = define_asset_job("warm_path", selection="*", executor_def=executor)
+        return Definitions.merge(noop_chain(), Definitions(jobs=[job])).get_job_def("warm_path")
     selection = (
         [labelled_dataset_key(model)]
         if os.environ["WARM_PATH_SCOPE"] == "dataset"

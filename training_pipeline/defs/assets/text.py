@@ -7,6 +7,8 @@ those recorded with its write keeps its rows without reading a single raw row; t
 read (by the step itself, not by the IO manager before the step) and rebuilt.
 """
 
+from collections.abc import Mapping
+
 import pandas as pd
 import psycopg
 from dagster import AssetExecutionContext, BackfillPolicy, Failure, asset
@@ -15,6 +17,7 @@ from psycopg import sql
 from training_pipeline.core.input_hashes import input_hash
 from training_pipeline.core.text import TEXT_FORMAT, format_text_v1, metadata_json, text_checksum
 from training_pipeline.defs.assets.sources import RAW_VIDEO_TEXT_COLUMNS
+from training_pipeline.defs.io_manager_lineage import materializations_of_writes
 from training_pipeline.defs.io_manager_reuse import KeepConfig, PartitionedOutput
 from training_pipeline.defs.keys import (
     PREPROCESSED_TEXT_KEY,
@@ -102,7 +105,8 @@ def build_texts(raw_video_text: pd.DataFrame) -> pd.DataFrame:
 def stored_range_counts(
     connection: psycopg.Connection, table: sql.Identifier, keys: list[str]
 ) -> dict[str, dict[str, int]]:
-    """`RANGE_COUNTS` of kept ranges, counted in SQL over their stored rows."""
+    """`RANGE_COUNTS` of kept ranges, counted in SQL over their stored rows (when no earlier
+    materialization of the same rows says them)."""
     if not keys:
         return {}
     rows = connection.execute(
@@ -116,6 +120,21 @@ def stored_range_counts(
         {"keys": keys},
     ).fetchall()
     return {key: dict(zip(RANGE_COUNTS, map(int, counts), strict=True)) for key, *counts in rows}
+
+
+def earlier_counts(
+    context: AssetExecutionContext, kept: Mapping[str, PartitionWrite]
+) -> dict[str, dict[str, int]]:
+    """`RANGE_COUNTS` of kept ranges as the materialization of the same stored rows counted them
+    (the run their write record names: it wrote or kept exactly these rows); a range whose
+    materialization is not found is left out, to be counted in SQL."""
+    records = materializations_of_writes(context.instance, context.asset_key, kept, strict=False)
+    found = {}
+    for key, record in records.items():
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        if all(name in metadata for name in RANGE_COUNTS):
+            found[key] = {name: int(metadata[name].value) for name in RANGE_COUNTS}
+    return found
 
 
 @asset(
@@ -163,8 +182,13 @@ def preprocessed_text(
             if rebuild
             else None
         )
-        counts = stored_range_counts(
-            connection, sql.Identifier(postgres.schema, PREPROCESSED_TEXT_TABLE), list(kept)
+        counts = earlier_counts(context, kept)
+        counts.update(
+            stored_range_counts(
+                connection,
+                sql.Identifier(postgres.schema, PREPROCESSED_TEXT_TABLE),
+                [key for key in kept if key not in counts],
+            )
         )
     result = build_texts(raw) if raw is not None else pd.DataFrame()
     if len(result):

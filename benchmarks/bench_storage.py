@@ -202,7 +202,12 @@ def warm_path(
     or the labelled dataset alone (`scope`), its ranges kept when unchanged or `force`d."""
     toml = folder / "models.toml"
     toml.write_text(MODELS_TOML, "utf-8")
-    env = {**os.environ, "DATABASE_URL": url, "DAGSTER_HOME": str(folder)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DAGSTER_HOME": str(folder),
+        "WARM_PATH_INSTANCE": str(folder / "instance"),
+    }
     arguments = [str(toml), MODEL, PARTITION, executor, scope, "force_rewrite" if force else ""]
     output = subprocess.run(
         [sys.executable, "-m", "benchmarks.warm_path_run", *arguments],

@@ -15,6 +15,11 @@ With `mode: batch` the missing texts go through the endpoint's Batch API instead
 answers within the completion window), and in either mode the step first collects any recorded
 batch that covers texts it needs rather than paying for them again (`embedding_batch`).
 
+The step starts in `embedding_lookup`: when every selected text is cached for the model's
+identity (a warm re-materialization), one SQL query says so and the step ends there, with the
+same metadata; otherwise it reads the stored texts itself (they are a dependency, not an
+IO-manager input) and embeds what is missing.
+
 The model's settings are the `EmbeddingModelConfig` the asset was built from, never a second
 read of the TOML, so one run uses one configuration from its first query to its last store; the
 step first claims the model's cache for that configuration's identity (`model_cache`).

@@ -1,3 +1,5 @@
+# Over 300 lines: every rule with its SQL in one place, shared by the checks and the snapshot's
+# gate, and the verdict reuse of the vector rules next to them.
 """The data quality rules of the labelled datasets: what a trainer must be able to rely on.
 
 Each rule is one SQL query over the stored rows of some aid ranges, so it checks what was
@@ -93,9 +95,13 @@ class RuleOutcome:
 
 
 def _bad_rows_per_range(
-    target: CheckTarget, condition: sql.Composable, params: tuple = (), keys=None
+    target: CheckTarget,
+    condition: sql.Composable,
+    params: tuple = (),
+    keys: Sequence[str] | None = None,
 ) -> dict[str, tuple[int, list[int]]]:
-    """Per range with rows matching `condition`: their number and a sample of their aids."""
+    """Per range (of `keys`, default the target's) with rows matching `condition`: their number
+    and a sample of their aids."""
     query = sql.SQL(
         "SELECT aid_range, count(*), (array_agg(aid ORDER BY aid))[1:{sample}] FROM {table}"
         " WHERE aid_range = ANY(%s) AND ({condition}) GROUP BY aid_range"

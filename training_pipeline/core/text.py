@@ -68,6 +68,16 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(float(char_token_weights(text).sum())))
 
 
+ESTIMATE_MAX_TOKENS_PER_CHARACTER = 4
+"""The most any character costs in the estimate (`char_token_weights`: an emoji)."""
+
+
+def estimate_uncut_length(max_tokens: int) -> int:
+    """The longest text the estimate never cuts for `max_tokens`, in characters: it fits even if
+    every character were an emoji (the embedding step's SQL lookup relies on the same bound)."""
+    return max_tokens // ESTIMATE_MAX_TOKENS_PER_CHARACTER
+
+
 TokenCounter = Callable[[str], int]
 """Tokens a model feeds for a text, everything it adds included (prefixes, special tokens)."""
 
@@ -97,7 +107,7 @@ def truncate_for_model(text: str, max_tokens: int, count_tokens: TokenCounter | 
     """
     if count_tokens is not None:
         return _truncate_by_counting(text, max_tokens, count_tokens)
-    if len(text) * 4 <= max_tokens:  # fits even if every character were an emoji
+    if len(text) <= estimate_uncut_length(max_tokens):
         return text
     used = np.cumsum(char_token_weights(text))
     fitting = int(np.searchsorted(used, max_tokens, side="right"))

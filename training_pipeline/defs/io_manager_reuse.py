@@ -19,17 +19,33 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import psycopg
-from dagster import Failure, MetadataValue, OutputContext
-from psycopg import sql
+from dagster import Config, Failure, MetadataValue, OutputContext
+from pydantic import Field
 
 from training_pipeline.defs.dagster_compat import TableSlice
-from training_pipeline.storage.partition_writes import read_writes, record_reuse
-from training_pipeline.storage.table_io import PARTITION_COLUMN
+from training_pipeline.storage.partition_writes import (
+    read_writes,
+    record_reuse,
+    stored_row_counts,
+)
 
 PARTITION_UNCHANGED = "partition_unchanged"
 ROWS_REUSED = "rows_reused"
 REUSED_WRITE_RUN_ID = "reused_write_run_id"
 INPUT_HASH = "input_hash"
+
+
+class KeepConfig(Config):
+    """Run config of an asset that keeps unchanged partitions (the text assets; the labelled
+    dataset has its own config with the same field)."""
+
+    force_rewrite: bool = Field(
+        default=False,
+        description=(
+            "Rebuild and rewrite every range of the run, also those whose stored rows were "
+            "built from the inputs the range has now"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -69,14 +85,7 @@ def keep_unchanged(
         return
     schema, table = table_slice.schema, table_slice.table
     writes = read_writes(connection, schema, table, list(unchanged))
-    stored = dict(
-        connection.execute(
-            sql.SQL("SELECT {0}, count(*) FROM {1} WHERE {0} = ANY(%s) GROUP BY {0}").format(
-                sql.Identifier(PARTITION_COLUMN), sql.Identifier(schema, table)
-            ),
-            (list(unchanged),),
-        ).fetchall()
-    )
+    stored = stored_row_counts(connection, schema, table, list(unchanged))
     for key, expected_hash in sorted(unchanged.items()):
         write = writes.get(key)
         rows = int(stored.get(key, 0))

@@ -18,7 +18,8 @@ import psycopg
 from psycopg import sql
 
 from training_pipeline.core.aid_ranges import AidRange
-from training_pipeline.storage.connection import table_exists
+from training_pipeline.core.input_hashes import input_hash
+from training_pipeline.storage.partition_writes import read_writes, write_identity
 from training_pipeline.storage.sources import SourceTables
 
 SOURCE_FINGERPRINTS_KEY = "source_fingerprints"
@@ -80,19 +81,15 @@ def fingerprints_from_metadata(metadata: Mapping[str, Any], key: str) -> dict[st
     return dict(value) if isinstance(value, Mapping) else {}
 
 
-def stored_text_fingerprints(
-    connection: psycopg.Connection, table: sql.Identifier, keys: Sequence[str]
+def text_write_fingerprints(
+    connection: psycopg.Connection, schema: str, table: str, keys: Sequence[str]
 ) -> dict[str, str]:
-    """Per partition key: MD5 of the stored preprocessed text rows (aid, format, text, checksum,
-    metadata JSON) in aid order, i.e. of exactly what a labelled dataset is built from; a
-    partition without rows is `EMPTY_FINGERPRINT`, a missing table gives {} (nothing to vouch
-    for). One MD5 per row, then one of those: no string of the whole partition is built."""
-    if not keys or not table_exists(connection, table):
-        return {}
-    query = sql.SQL(
-        "SELECT k.key, (SELECT md5(string_agg(md5(concat_ws(chr(31), t.aid::text, t.text_format,"
-        " t.text, t.checksum, t.metadata_json)), '' ORDER BY t.aid)) FROM {} t"
-        " WHERE t.aid_range = k.key) FROM unnest(%s::text[]) AS k(key)"
-    ).format(table)
-    found = dict(connection.execute(query, (list(keys),)).fetchall())
-    return {key: found.get(key) or EMPTY_FINGERPRINT for key in keys}
+    """Per partition key with a write record: the hash of the identity of the write its stored
+    text rows are (`partition_writes.write_identity`: the run whose COPY put them there, their
+    input hash and count), i.e. of exactly what a labelled dataset is built from, read from one
+    record instead of hashing every text row. A partition without a record is absent (nothing
+    vouches for its rows, so nothing built from them is kept)."""
+    return {
+        key: input_hash(write_identity(write) or {})
+        for key, write in read_writes(connection, schema, table, keys).items()
+    }

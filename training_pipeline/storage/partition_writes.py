@@ -36,6 +36,7 @@ import psycopg
 from psycopg import sql
 
 from training_pipeline.storage.connection import table_exists
+from training_pipeline.storage.table_io import PARTITION_COLUMN
 
 PARTITION_WRITES_TABLE = "partition_writes"
 """Per (table, partition): the run whose write the stored rows are."""
@@ -203,3 +204,49 @@ def read_writes(
         optional = dict(zip(added, extra, strict=True))
         writes[key] = PartitionWrite(key, run_id, written_at, int(row_count), **optional)
     return writes
+
+
+def stored_row_counts(
+    connection: psycopg.Connection, schema: str, table: str, keys: Sequence[str]
+) -> dict[str, int]:
+    """Rows stored now per partition key (a key without rows is absent): one aggregate over the
+    partition column's index, no row fetched."""
+    if not keys or not table_exists(connection, sql.Identifier(schema, table)):
+        return {}
+    rows = connection.execute(
+        sql.SQL("SELECT {0}, count(*) FROM {1} WHERE {0} = ANY(%s) GROUP BY {0}").format(
+            sql.Identifier(PARTITION_COLUMN), sql.Identifier(schema, table)
+        ),
+        (list(keys),),
+    ).fetchall()
+    return {key: int(count) for key, count in rows}
+
+
+def unchanged_writes(
+    connection: psycopg.Connection, schema: str, table: str, expected_hashes: Mapping[str, str]
+) -> dict[str, PartitionWrite]:
+    """The partitions among `expected_hashes` whose stored rows can stay: their recorded write
+    carries the expected input hash and they hold as many rows as it recorded. Read in the
+    caller's transaction (the one that computed the hashes); the IO manager checks the same
+    again under the partitions' locks before it keeps them (`io_manager_reuse`)."""
+    writes = read_writes(connection, schema, table, list(expected_hashes))
+    matching = {
+        key: write
+        for key, write in writes.items()
+        if write.input_hash is not None and write.input_hash == expected_hashes[key]
+    }
+    stored = stored_row_counts(connection, schema, table, list(matching))
+    return {key: w for key, w in matching.items() if stored.get(key, 0) == w.row_count}
+
+
+def write_identity(write: PartitionWrite | None) -> dict[str, object] | None:
+    """What identifies the rows a partition holds, for a downstream input hash: the run whose
+    COPY put them there, their input hash and count (None: no record, nothing to vouch for).
+    A run that kept the rows changes none of these, so a kept upstream keeps its downstream."""
+    if write is None:
+        return None
+    return {
+        "rows_run_id": write.copied_by_run_id,
+        "input_hash": write.input_hash,
+        "row_count": write.row_count,
+    }

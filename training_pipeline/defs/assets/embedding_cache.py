@@ -15,6 +15,11 @@ With `mode: batch` the missing texts go through the endpoint's Batch API instead
 answers within the completion window), and in either mode the step first collects any recorded
 batch that covers texts it needs rather than paying for them again (`embedding_batch`).
 
+The step starts in `embedding_lookup`: when every selected text is cached for the model's
+identity (a warm re-materialization), one SQL query says so and the step ends there, with the
+same metadata; otherwise it reads the stored texts itself (they are a dependency, not an
+IO-manager input) and embeds what is missing.
+
 The model's settings are the `EmbeddingModelConfig` the asset was built from, never a second
 read of the TOML, so one run uses one configuration from its first query to its last store; the
 step first claims the model's cache for that configuration's identity (`model_cache`). The API
@@ -34,10 +39,8 @@ import numpy as np
 # httpx) takes 0.75 s to import on an idle machine, and the embedding client would otherwise
 # import it inside this step, between the cache lookup and the first request of a cold build.
 import openai  # noqa: F401
-import pandas as pd
 from dagster import (
     AssetExecutionContext,
-    AssetIn,
     AssetsDefinition,
     BackfillPolicy,
     Config,
@@ -58,11 +61,13 @@ from training_pipeline.defs.assets.embedding_batch import (
     BatchSettings,
     refuse_unsupported_mode,
 )
+from training_pipeline.defs.assets.embedding_lookup import all_cached_result, read_texts
 from training_pipeline.defs.assets.embedding_report import (
     failure_description,
     range_counts,
     run_metadata,
     step_failure,
+    step_metadata,
 )
 from training_pipeline.defs.assets.model_cache import claim_model_cache, identity_failure
 from training_pipeline.defs.assets.sources import ranges_of
@@ -164,14 +169,9 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
 
     @asset(
         key=embedding_cache_key(model_name),
-        ins={
-            # The cache needs the texts only, not the JSON of the source fields.
-            "preprocessed_text": AssetIn(
-                key=PREPROCESSED_TEXT_KEY,
-                metadata={"columns": ["aid", "aid_range", "text", "checksum"]},
-            )
-        },
-        deps=[VIDEO_LABELS_KEY],
+        # Read by the step itself (`embedding_lookup`): when every text is cached, one query
+        # says so and no text is loaded.
+        deps=[PREPROCESSED_TEXT_KEY, VIDEO_LABELS_KEY],
         partitions_def=aid_ranges_partitions,
         backfill_policy=BackfillPolicy.single_run(),
         metadata={COLUMN_SCHEMA_KEY: CACHE_TABLE_SCHEMA},
@@ -187,12 +187,17 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
     def embedding_cache(
         context: AssetExecutionContext,
         config: EmbeddingCacheConfig,
-        preprocessed_text: pd.DataFrame,
         postgres: PostgresResource,
         video_source: VideoSourceResource,
     ) -> MaterializeResult:
         refuse_unsupported_mode(model_name, model, config.mode)
-        texts = preprocessed_text
+        if not config.force_regenerate:
+            warm = all_cached_result(
+                context, model_name, model, config.scope, postgres, video_source
+            )
+            if warm is not None:
+                return warm
+        texts = read_texts(postgres, context.partition_keys)
         if config.scope == "labelled":
             texts = texts[texts["aid"].isin(labelled_aids(postgres, video_source, context))]
         inputs = model_inputs(texts, input_rule(model))
@@ -314,16 +319,18 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
             context.get_step_execution_context(), context.asset_key, counts_by_range, keys
         )
         metadata = {
-            "model": model_name,
-            "dimensions": model.dimensions,
-            "model_fingerprint": cache.fingerprint,
-            "scope": config.scope,
-            "force_regenerate": config.force_regenerate,
-            "run_aid_ranges": len(context.partition_keys),
-            "run_distinct_texts": len(unique_inputs),
-            "run_new_embeddings": len(written),
-            "run_database_reconnects": writer.reconnects + batch_writer.reconnects,
-            "run_api_slot_wait_seconds": round(api_slot.waited_seconds, 3),
+            **step_metadata(
+                model_name,
+                model,
+                cache.fingerprint,
+                config.scope,
+                config.force_regenerate,
+                len(context.partition_keys),
+                len(unique_inputs),
+                len(written),
+                writer.reconnects + batch_writer.reconnects,
+                api_slot.waited_seconds,
+            ),
             **run_metadata(stats, model, len(writer.written)),
         }
         metadata.update(batches.metadata())

@@ -32,6 +32,33 @@ def model_endpoint(model: EmbeddingModelConfig) -> str:
     return describe_endpoint(str(model.endpoint))
 
 
+def step_metadata(
+    model_name: str,
+    model: EmbeddingModelConfig,
+    fingerprint: str,
+    scope: str,
+    force_regenerate: bool,
+    aid_ranges: int,
+    distinct_texts: int,
+    new_embeddings: int = 0,
+    database_reconnects: int = 0,
+    api_slot_wait_seconds: float = 0.0,
+) -> dict[str, object]:
+    """What the step's materialization says of the whole run, besides `run_metadata`."""
+    return {
+        "model": model_name,
+        "dimensions": model.dimensions,
+        "model_fingerprint": fingerprint,
+        "scope": scope,
+        "force_regenerate": force_regenerate,
+        "run_aid_ranges": aid_ranges,
+        "run_distinct_texts": distinct_texts,
+        "run_new_embeddings": new_embeddings,
+        "run_database_reconnects": database_reconnects,
+        "run_api_slot_wait_seconds": round(api_slot_wait_seconds, 3),
+    }
+
+
 def run_metadata(
     stats: EmbeddingRunStats, model: EmbeddingModelConfig, stored: int
 ) -> dict[str, object]:

@@ -69,7 +69,7 @@ from training_pipeline.defs.table_schemas import (
 from training_pipeline.embedding.tokens import input_rule
 from training_pipeline.storage.connection import table_exists
 from training_pipeline.storage.embedding_cache import EmbeddingCache
-from training_pipeline.storage.fingerprints import label_fingerprints, stored_text_fingerprints
+from training_pipeline.storage.fingerprints import label_fingerprints, text_write_fingerprints
 from training_pipeline.storage.partition_inputs import cache_state, cache_states_of_checksums
 from training_pipeline.storage.table_io import read_table
 from training_pipeline.storage.vector_columns import vector_series
@@ -196,11 +196,12 @@ def build_rows(
     range_of_aid = {
         aid: key for key, frame in rows_by_range.items() for aid in frame["aid"].unique()
     }
-    hashes = {
+    hashes = {  # a range whose text rows have no write record gets none: never kept
         key: inputs.input_hash(
             label_fingerprints[key], text_fingerprints[key], states.get(key, cache_state(0, None))
         )
         for key in keys
+        if key in text_fingerprints
     }
     return BuiltRows(result, rows_by_range, labels["aid"].map(range_of_aid).value_counts(), hashes)
 
@@ -243,8 +244,8 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
         inputs = DatasetInputs(identity, model, config.tie_policy)
         with postgres.connect(repeatable_read=True) as connection:
             label_fps = label_fingerprints(connection, video_source.tables, ranges)
-            text_fps = stored_text_fingerprints(
-                connection, sql.Identifier(postgres.schema, PREPROCESSED_TEXT_TABLE), keys
+            text_fps = text_write_fingerprints(
+                connection, postgres.schema, PREPROCESSED_TEXT_TABLE, keys
             )
             unchanged = (
                 {}

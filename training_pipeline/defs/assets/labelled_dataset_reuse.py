@@ -1,25 +1,27 @@
 """Which labelled dataset partitions are unchanged, decided before any row is built.
 
-A partition's rows are a function of its inputs: the stored preprocessed text of the range, its
-label rows, the model's identity and input limit, the tie policy, the code below (its version)
-and the cached vectors of its texts. Each write records the hash of those inputs with the
-partition (`partition_writes.input_hash`); a later run computes the same hash cheaply in SQL
-(MD5s of the text and label rows, the cache state of the stored checksums; no vector is read)
-and keeps the stored rows when it matches, the rows are as many as recorded and every checksum
-is still cached for the model. Anything else, or `force_rewrite`, rebuilds the partition. A
-record without a hash (written before hashes were recorded) never matches.
+A partition's rows are a function of its inputs: the stored preprocessed text of the range (named
+by the write those rows are, from `partition_writes`), its label rows, the model's identity and
+input limit, the tie policy, the code below (its version) and the cached vectors of its texts.
+Each write records the hash of those inputs with the partition (`partition_writes.input_hash`);
+a later run computes the same hash cheaply in SQL (the text write's record, the MD5 of the label
+rows, the cache state of the stored checksums; no text or vector is read) and keeps the stored
+rows when it matches, the rows are as many as recorded and every checksum is still cached for
+the model. Anything else, or `force_rewrite`, rebuilds the partition. A record without a hash
+(written before hashes were recorded) never matches, nor does a range whose text rows have no
+write record.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
-from training_pipeline.core.model_identity import ModelIdentity, canonical_json
+from training_pipeline.core.input_hashes import input_hash as hash_of_inputs
+from training_pipeline.core.model_identity import ModelIdentity
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import TEXT_FORMAT
 from training_pipeline.storage.partition_inputs import StoredPartition, stored_partitions
@@ -52,7 +54,7 @@ class DatasetInputs:
             "text_fingerprint": text_fingerprint,
             "cache_state": cache_state,
         }
-        return hashlib.sha256(canonical_json(inputs).encode("utf-8")).hexdigest()[:32]
+        return hash_of_inputs(inputs)
 
 
 @dataclass(frozen=True)

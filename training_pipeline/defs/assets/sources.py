@@ -1,4 +1,10 @@
-"""The upstream tables as external assets, and the raw video text of each aid range."""
+"""The upstream tables as external assets, and the raw video text of each aid range.
+
+A raw text range is a copy of its source rows, so its input hash is their fingerprint (MD5 in
+SQL of every (aid, title, description, tags), NULL told apart from '') and this code's version:
+a range whose hash and stored row count are those recorded with its write keeps its rows (see
+`io_manager_reuse`); any insert, delete or edit in the range rebuilds it.
+"""
 
 import pandas as pd
 from dagster import (
@@ -11,6 +17,9 @@ from dagster import (
 )
 
 from training_pipeline.core.aid_ranges import AidRange, read_registered
+from training_pipeline.core.input_hashes import input_hash
+from training_pipeline.defs.dagster_compat import add_partition_metadata
+from training_pipeline.defs.io_manager_reuse import KeepConfig, PartitionedOutput
 from training_pipeline.defs.keys import (
     AID_RANGES_PARTITIONS_NAME,
     RAW_VIDEO_TEXT_KEY,
@@ -29,6 +38,7 @@ from training_pipeline.defs.table_schemas import (
     table_metadata,
 )
 from training_pipeline.storage.fingerprints import SOURCE_FINGERPRINTS_KEY, source_fingerprints
+from training_pipeline.storage.partition_writes import unchanged_writes
 
 video_metadata_source = AssetSpec(
     key=VIDEO_METADATA_KEY,
@@ -75,6 +85,18 @@ def ranges_of(context: AssetExecutionContext) -> list[AidRange]:
     return [AidRange.from_key(key) for key in context.partition_keys]
 
 
+RAW_VIDEO_TEXT_CODE_VERSION = "raw_video_text.1"
+"""Version of how a range's source rows become its raw text rows: part of every input hash, so
+a bump rewrites every range once instead of keeping it."""
+
+
+def raw_text_input_hash(source_fingerprint: str) -> str:
+    """The input hash of a raw text range: its source rows' fingerprint and this code."""
+    return input_hash(
+        {"code_version": RAW_VIDEO_TEXT_CODE_VERSION, "source_fingerprint": source_fingerprint}
+    )
+
+
 @asset(
     key=RAW_VIDEO_TEXT_KEY,
     deps=[VIDEO_METADATA_KEY],
@@ -83,28 +105,52 @@ def ranges_of(context: AssetExecutionContext) -> list[AidRange]:
     metadata=table_metadata(RAW_VIDEO_TEXT_TABLE, RAW_VIDEO_TEXT_COLUMNS),
     group_name=TEXT_GROUP,
     kinds={"postgres", "pandas"},
-    description="Title, description and tags of every video in the aid range, as read upstream.",
+    code_version=RAW_VIDEO_TEXT_CODE_VERSION,
+    description=(
+        "Title, description and tags of every video in the aid range, as read upstream. A range "
+        "whose source rows are those its stored rows were read from keeps them "
+        "(`partition_unchanged`)."
+    ),
 )
 def raw_video_text(
-    context: AssetExecutionContext, postgres: PostgresResource, video_source: VideoSourceResource
-) -> pd.DataFrame:
-    frames = []
+    context: AssetExecutionContext,
+    config: KeepConfig,
+    postgres: PostgresResource,
+    video_source: VideoSourceResource,
+) -> PartitionedOutput:
+    """Fingerprints every range's source rows in SQL first; reads only the ranges whose
+    fingerprint is not the one their stored rows were read from (all with `force_rewrite`)."""
     ranges = ranges_of(context)
     with postgres.connect(repeatable_read=True) as connection:
+        fingerprints = source_fingerprints(connection, video_source.tables, ranges)
+        hashes = {key: raw_text_input_hash(value) for key, value in fingerprints.items()}
+        kept = (
+            {}
+            if config.force_rewrite
+            else unchanged_writes(connection, postgres.schema, RAW_VIDEO_TEXT_TABLE, hashes)
+        )
+        frames = {}
         for aid_range in ranges:
+            if aid_range.key in kept:
+                continue
             frame = video_source.tables.read_video_text(connection, aid_range)
             frame.insert(1, PARTITION_COLUMN, pd.Series([aid_range.key] * len(frame), dtype=object))
-            frames.append(frame)
-        fingerprints = source_fingerprints(connection, video_source.tables, ranges)
+            frames[aid_range.key] = frame
     # Each range's materialization describes that range only (a run may cover several).
-    for aid_range, frame in zip(ranges, frames, strict=True):
-        context.add_asset_metadata(
-            {
-                "videos": len(frame),
-                SOURCE_FINGERPRINTS_KEY: MetadataValue.json(
-                    {aid_range.key: fingerprints[aid_range.key]}
-                ),
-            },
-            partition_key=aid_range.key,
-        )
-    return pd.concat(frames, ignore_index=True)
+    add_partition_metadata(
+        context.get_step_execution_context(),
+        context.asset_key,
+        {
+            key: {
+                "videos": kept[key].row_count if key in kept else len(frames[key]),
+                SOURCE_FINGERPRINTS_KEY: MetadataValue.json({key: fingerprints[key]}),
+            }
+            for key in (aid_range.key for aid_range in ranges)
+        },
+        context.partition_keys,
+    )
+    return PartitionedOutput(
+        frame=pd.concat(frames.values(), ignore_index=True) if frames else pd.DataFrame(),
+        input_hashes={key: hashes[key] for key in frames},
+        unchanged={key: hashes[key] for key in kept},
+    )

@@ -27,6 +27,7 @@ from training_pipeline.defs.keys import (
     labelled_dataset_table,
 )
 from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
+from training_pipeline.storage.check_verdicts import record_verdicts
 from training_pipeline.storage.partition_writes import read_writes
 
 
@@ -66,25 +67,34 @@ def build_labelled_dataset_checks(
                 keys,
                 video_source.tables,
                 tie_policies=policies,
+                run_id=context.run.run_id,
             )
-            for rule in RULES:
-                if AssetCheckKey(asset_key, rule.__name__) not in context.selected_asset_check_keys:
-                    continue
-                outcome = rule(target)
-                yield AssetCheckResult(
-                    asset_key=asset_key,
-                    check_name=outcome.name,
-                    passed=outcome.passed,
-                    severity=outcome.severity,
-                    description=outcome.description,
-                    # Which ranges this verdict covers, and which of them fail it: a run may
-                    # check several ranges, and the snapshot's sidecar reports each range's own.
-                    metadata={
-                        **outcome.metadata,
-                        "aid_ranges": keys,
-                        "failing_aid_ranges": outcome.failing,
-                    },
-                )
+            outcomes = [
+                rule(target)
+                for rule in RULES
+                if AssetCheckKey(asset_key, rule.__name__) in context.selected_asset_check_keys
+            ]
+        # The fresh vector verdicts, for a later check of the same rows (`check_verdicts`),
+        # recorded after the read: they name the row versions they saw, so rows written since
+        # never reuse them.
+        with postgres.connect() as connection:
+            for rule, verdicts in target.new_verdicts.items():
+                record_verdicts(connection, postgres.schema, target.table_name, rule, verdicts)
+        for outcome in outcomes:
+            yield AssetCheckResult(
+                asset_key=asset_key,
+                check_name=outcome.name,
+                passed=outcome.passed,
+                severity=outcome.severity,
+                description=outcome.description,
+                # Which ranges this verdict covers, and which of them fail it: a run may
+                # check several ranges, and the snapshot's sidecar reports each range's own.
+                metadata={
+                    **outcome.metadata,
+                    "aid_ranges": keys,
+                    "failing_aid_ranges": outcome.failing,
+                },
+            )
 
     return [check_labelled_rows]
 

@@ -1,3 +1,5 @@
+# Over 300 lines: every rule with its SQL in one place, shared by the checks and the snapshot's
+# gate, and the verdict reuse of the vector rules next to them.
 """The data quality rules of the labelled datasets: what a trainer must be able to rely on.
 
 Each rule is one SQL query over the stored rows of some aid ranges, so it checks what was
@@ -24,9 +26,12 @@ from psycopg import sql
 from training_pipeline.core.aid_ranges import AidRange
 from training_pipeline.defs.keys import PREPROCESSED_TEXT_TABLE, labelled_dataset_table
 from training_pipeline.settings import load_settings
+from training_pipeline.storage.check_verdicts import Verdict, read_verdicts, row_versions
 from training_pipeline.storage.sources import SourceTables
 
 SAMPLE = 10
+VERDICT_REUSED = "verdict_reused_from_run_id"
+"""Metadata of the vector rules: per range whose verdict was reused, the run that evaluated it."""
 
 
 @dataclass(frozen=True)
@@ -44,10 +49,25 @@ class CheckTarget:
     keys: Sequence[str]
     source_tables: SourceTables
     tie_policies: Mapping[str, str | None] = field(default_factory=dict)
+    run_id: str | None = None
+    """The evaluating run: its fresh vector verdicts are collected in `new_verdicts` for the
+    caller to record (None: a reader that records nothing, the snapshot's gate)."""
+    new_verdicts: dict[str, dict[str, Verdict]] = field(default_factory=dict)
+    _versions: dict[str, str] = field(default_factory=dict)
 
     @property
     def table(self) -> sql.Identifier:
         return sql.Identifier(self.schema, labelled_dataset_table(self.model_name))
+
+    @property
+    def table_name(self) -> str:
+        return labelled_dataset_table(self.model_name)
+
+    def row_versions(self) -> dict[str, str]:
+        """The ranges' row versions (`check_verdicts`), read once per target."""
+        if not self._versions and self.keys:
+            self._versions.update(row_versions(self.connection, self.table, self.keys))
+        return self._versions
 
     @property
     def preprocessed(self) -> sql.Identifier:
@@ -75,23 +95,53 @@ class RuleOutcome:
 
 
 def _bad_rows_per_range(
-    target: CheckTarget, condition: sql.Composable, params: tuple = ()
-) -> tuple[dict[str, int], list[int]]:
-    """Per range, the rows matching `condition`; and a sample of their aids (smallest first)."""
+    target: CheckTarget,
+    condition: sql.Composable,
+    params: tuple = (),
+    keys: Sequence[str] | None = None,
+) -> dict[str, tuple[int, list[int]]]:
+    """Per range (of `keys`, default the target's) with rows matching `condition`: their number
+    and a sample of their aids."""
     query = sql.SQL(
         "SELECT aid_range, count(*), (array_agg(aid ORDER BY aid))[1:{sample}] FROM {table}"
         " WHERE aid_range = ANY(%s) AND ({condition}) GROUP BY aid_range"
     ).format(sample=sql.Literal(SAMPLE), table=target.table, condition=condition)
-    rows = target.connection.execute(query, (list(target.keys), *params)).fetchall()
-    failing = {key: int(count) for key, count, _ in rows}
-    sample = sorted(aid for *_, aids in rows for aid in aids)[:SAMPLE]
-    return failing, sample
+    chosen = list(target.keys if keys is None else keys)
+    rows = target.connection.execute(query, (chosen, *params)).fetchall()
+    return {key: (int(count), list(aids)) for key, count, aids in rows}
+
+
+def _vector_rule(
+    target: CheckTarget, rule: str, condition: sql.Composable, params: tuple = ()
+) -> tuple[dict[str, int], list[int], dict[str, str]]:
+    """A rule over the stored vectors alone: per range, the bad rows, a sample of their aids,
+    and the runs whose verdicts were reused. A range whose rows are the row versions a recorded
+    verdict of `rule` was about reuses it (no vector read); the others are evaluated, and their
+    verdicts collected for the caller to record (`check_verdicts`)."""
+    versions = target.row_versions()
+    reused = read_verdicts(target.connection, target.schema, target.table_name, rule, versions)
+    fresh = [key for key in target.keys if key not in reused]
+    found = _bad_rows_per_range(target, condition, params, fresh) if fresh else {}
+    if target.run_id is not None:
+        target.new_verdicts[rule] = {
+            key: Verdict(versions[key], *found.get(key, (0, [])), target.run_id)
+            for key in fresh
+            if key in versions
+        }
+    per_range = {key: (v.bad_rows, v.sample_aids) for key, v in reused.items()}
+    per_range.update(found)
+    failing = {key: bad for key, (bad, _) in per_range.items() if bad}
+    sample = sorted(aid for _, aids in per_range.values() for aid in aids)[:SAMPLE]
+    return failing, sample, {key: verdict.run_id for key, verdict in sorted(reused.items())}
 
 
 def vector_size_matches_model(target: CheckTarget) -> RuleOutcome:
     """Every vector has the model's configured number of dimensions."""
-    failing, sample = _bad_rows_per_range(
-        target, sql.SQL("vector_dims(embedding) <> %s"), (target.dimensions,)
+    failing, sample, reused = _vector_rule(
+        target,
+        f"vector_size_matches_model.1:{target.dimensions}",
+        sql.SQL("vector_dims(embedding) <> %s"),
+        (target.dimensions,),
     )
     bad = sum(failing.values())
     return RuleOutcome(
@@ -99,7 +149,12 @@ def vector_size_matches_model(target: CheckTarget) -> RuleOutcome:
         bad == 0,
         AssetCheckSeverity.ERROR,
         f"{bad} vectors are not {target.dimensions}-d",
-        {"bad_rows": bad, "sample_aids": sample, "dimensions": target.dimensions},
+        {
+            "bad_rows": bad,
+            "sample_aids": sample,
+            "dimensions": target.dimensions,
+            VERDICT_REUSED: reused,
+        },
         failing,
     )
 
@@ -107,14 +162,16 @@ def vector_size_matches_model(target: CheckTarget) -> RuleOutcome:
 def no_zero_or_nan_vectors(target: CheckTarget) -> RuleOutcome:
     """No vector is all zero or holds NaN or infinity."""
     # NaN > 0 is false, so one comparison catches zero and NaN norms.
-    failing, sample = _bad_rows_per_range(target, sql.SQL("NOT (vector_norm(embedding) > 0)"))
+    failing, sample, reused = _vector_rule(
+        target, "no_zero_or_nan_vectors.1", sql.SQL("NOT (vector_norm(embedding) > 0)")
+    )
     bad = sum(failing.values())
     return RuleOutcome(
         "no_zero_or_nan_vectors",
         bad == 0,
         AssetCheckSeverity.ERROR,
         f"{bad} vectors are all zero or not finite",
-        {"bad_rows": bad, "sample_aids": sample},
+        {"bad_rows": bad, "sample_aids": sample, VERDICT_REUSED: reused},
         failing,
     )
 

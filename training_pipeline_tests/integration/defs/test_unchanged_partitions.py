@@ -274,7 +274,7 @@ def test_another_model_identity_or_input_limit_never_matches(
     from training_pipeline.core.models_config import parse_models_config
     from training_pipeline.storage.fingerprints import (
         label_fingerprints,
-        stored_text_fingerprints,
+        text_write_fingerprints,
     )
     from training_pipeline.storage.sources import SourceTables
     from training_pipeline_tests.support.models_toml import LOCAL_MODEL_TOML
@@ -290,9 +290,7 @@ def test_another_model_identity_or_input_limit_never_matches(
         identity = ModelIdentity(LOCAL, model.dimensions, fields)
         assert identity.fingerprint == fingerprint
         labels = label_fingerprints(connection, SourceTables(), parse_ranges(RANGE_KEYS))
-        texts = stored_text_fingerprints(
-            connection, sql.Identifier(SCHEMA, "preprocessed_text"), RANGE_KEYS
-        )
+        texts = text_write_fingerprints(connection, SCHEMA, "preprocessed_text", RANGE_KEYS)
 
         def unchanged(identity, model):
             inputs = labelled_dataset_reuse.DatasetInputs(identity, model, "negative")
@@ -307,3 +305,17 @@ def test_another_model_identity_or_input_limit_never_matches(
         assert unchanged(other, model) == []
         limit = model.model_copy(update={"max_tokens_per_input": model.max_tokens_per_input - 1})
         assert unchanged(identity, limit) == []
+
+
+def test_a_rewritten_text_range_rebuilds_its_dataset_range(
+    source_data, database_url, instance, models_toml, defs_for
+):
+    """The dataset follows the text write its rows were built from (its record, not a hash of
+    every text row): a text range rewritten, even with the same rows, rebuilds it."""
+    defs = defs_for(models_toml)
+    build_everything(defs, instance)
+    before = row_versions(database_url)
+    forced = {"ops": {"preprocessed_text": {"config": {"force_rewrite": True}}}}
+    run(defs, instance, [RANGE_ASSETS[1]], forced)
+    again = dataset_only(defs, instance)
+    assert_rewritten(again, before, row_versions(database_url), RANGE_KEYS)

@@ -22,7 +22,7 @@ import psycopg
 from dagster import Config, Failure, MetadataValue, OutputContext
 from pydantic import Field
 
-from training_pipeline.defs.dagster_compat import TableSlice
+from training_pipeline.defs.dagster_compat import TableSlice, add_partition_metadata
 from training_pipeline.storage.partition_writes import (
     read_writes,
     record_reuse,
@@ -86,6 +86,7 @@ def keep_unchanged(
     schema, table = table_slice.schema, table_slice.table
     writes = read_writes(connection, schema, table, list(unchanged))
     stored = stored_row_counts(connection, schema, table, list(unchanged))
+    metadata_by_key: dict[str, dict[str, object]] = {}
     for key, expected_hash in sorted(unchanged.items()):
         write = writes.get(key)
         rows = int(stored.get(key, 0))
@@ -103,17 +104,17 @@ def keep_unchanged(
                     + "; nothing was written: run it again"
                 )
             )
-        context.step_context.add_asset_metadata(
-            {
-                PARTITION_UNCHANGED: True,
-                ROWS_REUSED: MetadataValue.int(rows),
-                REUSED_WRITE_RUN_ID: write.copied_by_run_id,
-                INPUT_HASH: expected_hash,
-                "dagster/partition_row_count": MetadataValue.int(rows),
-            },
-            asset_key=context.asset_key,
-            partition_key=key,
-        )
+        metadata_by_key[key] = {
+            PARTITION_UNCHANGED: True,
+            ROWS_REUSED: MetadataValue.int(rows),
+            REUSED_WRITE_RUN_ID: write.copied_by_run_id,
+            INPUT_HASH: expected_hash,
+            "dagster/partition_row_count": MetadataValue.int(rows),
+        }
+    (dimension,) = table_slice.partition_dimensions or []
+    add_partition_metadata(
+        context.step_context, context.asset_key, metadata_by_key, list(dimension.partitions)
+    )
     record_reuse(connection, schema, table, context.run_id, list(unchanged))
 
 

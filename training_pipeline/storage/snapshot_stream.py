@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from training_pipeline.core.splits import SPLIT_NAMES
-from training_pipeline.storage.snapshot_table import COMPRESSION, ROW_GROUP_ROWS, stats_of
+from training_pipeline.storage.snapshot_table import PARQUET_WRITE_OPTIONS, ROW_GROUP_ROWS, stats_of
 
 
 class _HashingFile:
@@ -71,7 +71,7 @@ class ParquetStreamWriter:
     def write(self, table: pa.Table) -> None:
         """Add rows (after every row written before); full row groups are written at once."""
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self._file, table.schema, compression=COMPRESSION)
+            self._writer = pq.ParquetWriter(self._file, table.schema, **PARQUET_WRITE_OPTIONS)
             self.columns = list(table.column_names)
         offset = 0
         while offset < table.num_rows:

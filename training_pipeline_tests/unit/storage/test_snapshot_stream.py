@@ -109,3 +109,22 @@ def test_stats_added_chunk_by_chunk_are_those_of_all_rows(rows):
     }
     assert counted.split_rows == {name: int((splits == name).sum()) for name in SPLIT_NAMES}
     assert counted.stats(new_checksums, "m")["distinct_texts"] == 9_000 < ROWS
+
+
+def test_vectors_are_written_plain_and_scalar_columns_keep_statistics(rows, one_piece):
+    """The vectors get no dictionary and no min/max statistics (they answer no query and cost
+    most of the write); every scalar column keeps its statistics, so a reader can still skip
+    row groups by aid or split, and the values read back are the rows written."""
+    metadata = pq.ParquetFile(one_piece).metadata
+    group = metadata.row_group(0)
+    chunks = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    (vector_path,) = [path for path in chunks if path.startswith("embedding.")]
+    assert chunks[vector_path].statistics is None
+    assert not chunks[vector_path].has_dictionary_page
+    for name in ("aid", "label", "text_checksum", "aid_range", "split"):
+        assert chunks[name].is_stats_set, name
+    assert chunks["aid"].statistics.min == rows["aid"].iloc[0]
+    assert chunks["text_checksum"].has_dictionary_page
+    table = pq.read_table(one_piece)
+    first = np.asarray(table.column("embedding")[0].as_py(), np.float32)
+    assert np.array_equal(first, np.asarray(rows["embedding"].iloc[0], np.float32))

@@ -31,6 +31,7 @@ from training_pipeline.defs.automation.label_sensor import build_new_labels_sens
 from training_pipeline.defs.automation.partition_sensor import aid_ranges_sensor
 from training_pipeline.defs.automation.refresh_schedule import build_refresh_schedule
 from training_pipeline.defs.checks.asset_checks import build_labelled_dataset_checks
+from training_pipeline.defs.event_batching import batch_event_writes
 from training_pipeline.defs.io_manager import PostgresPandasIOManager
 from training_pipeline.defs.resources import (
     DatasetStoreResource,
@@ -40,6 +41,7 @@ from training_pipeline.defs.resources import (
 )
 
 load_gc.resume()
+batch_event_writes()
 
 
 def build_definitions(

@@ -48,6 +48,7 @@ import psycopg
 from dagster import (
     DagsterEventType,
     DagsterInstance,
+    Definitions,
     define_asset_job,
     execute_job,
     reconstructable,
@@ -91,20 +92,25 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @functools.cache
-def refresh_job():
-    """The model's refresh job (the four range assets), from one `build_definitions()`.
+def definitions() -> Definitions:
+    """The code location's definitions with the snapshot job, built once.
 
-    Cached: `execute_job(reconstructable(...))` calls this four times per run, and a run worker
-    builds its definitions once (it imports the code location's `defs`), not once per call."""
-    return build_definitions().get_job_def(refresh_job_name(MODEL))
-
-
-@functools.cache
-def snapshot_job():
-    """A job of the model's snapshot asset alone, as the UI's *Materialize* of it runs (cached,
-    as `refresh_job`)."""
+    A run worker builds its definitions once (it imports the code location's `defs`), while
+    `execute_job(reconstructable(job))` calls the job's function four times per run: each call
+    building the definitions again would add to every run what no deployed run pays.
+    """
     job = define_asset_job(SNAPSHOT_JOB, selection=[dataset_snapshot_key(MODEL)])
-    return build_definitions(jobs=[job]).get_job_def(SNAPSHOT_JOB)
+    return build_definitions(jobs=[job])
+
+
+def refresh_job():
+    """The model's refresh job (the four range assets)."""
+    return definitions().get_job_def(refresh_job_name(MODEL))
+
+
+def snapshot_job():
+    """A job of the model's snapshot asset alone, as the UI's *Materialize* of it runs."""
+    return definitions().get_job_def(SNAPSHOT_JOB)
 
 
 def seed(connection, tables: SourceTables) -> None:

@@ -59,6 +59,21 @@ class SourceTables:
         frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
         return frame.astype({"id": "int64", "aid": "int64", "label": "bool"})
 
+    def read_labelled_aids(
+        self, connection: psycopg.Connection, ranges: Sequence[AidRange]
+    ) -> set[int]:
+        """Aids in the ranges with at least one vote (a label row that names a user), in one
+        query: the set `core.labels.attributed` gives of every range's label rows, without
+        fetching the rows."""
+        if not ranges:
+            return set()
+        query = sql.SQL(
+            "SELECT DISTINCT l.aid FROM {} l JOIN unnest(%s::bigint[], %s::bigint[])"
+            ' AS r(first, last) ON l.aid BETWEEN r.first AND r.last WHERE l."user" IS NOT NULL'
+        ).format(self.labels_identifier)
+        firsts, lasts = [r.first for r in ranges], [r.last for r in ranges]
+        return {row[0] for row in connection.execute(query, (firsts, lasts))}
+
     def read_all_aids(self, connection: psycopg.Connection) -> list[int]:
         """Every aid in the metadata table, ascending (for planning partitions)."""
         query = sql.SQL("SELECT aid FROM {} ORDER BY aid").format(self.metadata_identifier)

@@ -53,7 +53,6 @@ from dagster import (
 from psycopg.conninfo import make_conninfo
 from pydantic import Field
 
-from training_pipeline.core.labels import attributed
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import model_inputs
 from training_pipeline.defs.assets.embedding_batch import (
@@ -156,12 +155,8 @@ def labelled_aids(
     postgres: PostgresResource, video_source: VideoSourceResource, context: AssetExecutionContext
 ) -> set[int]:
     """Aids in this run's ranges that have at least one vote (a label row that names a user)."""
-    aids: set[int] = set()
     with postgres.connect() as connection:
-        for aid_range in ranges_of(context):
-            rows = video_source.tables.read_label_rows(connection, aid_range)
-            aids.update(rows.loc[attributed(rows), "aid"].tolist())
-    return aids
+        return video_source.tables.read_labelled_aids(connection, ranges_of(context))
 
 
 def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) -> AssetsDefinition:

@@ -164,7 +164,9 @@ class PostgresDbIOManager(DbIOManager):
                 written = rewritten_slice(table_slice, rewrite)
                 self._db_client.ensure_schema_exists(context, written, connection)
                 self._db_client.delete_table_slice(context, written, connection)
-                metadata = handler.write(context, written, obj.frame, connection, obj.input_hashes)
+                metadata = handler.write(
+                    context, written, obj.frame, connection, obj.input_hashes, obj.joined_vectors
+                )
             elif len(obj.frame):
                 raise ValueError(
                     f"{context.asset_key.to_user_string()}: rows given for kept partitions only"

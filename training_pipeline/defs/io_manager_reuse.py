@@ -23,6 +23,7 @@ from dagster import Config, Failure, MetadataValue, OutputContext
 from pydantic import Field
 
 from training_pipeline.defs.dagster_compat import TableSlice, add_partition_metadata
+from training_pipeline.storage.joined_vectors import JoinedVectors
 from training_pipeline.storage.partition_writes import (
     read_writes,
     record_reuse,
@@ -55,12 +56,14 @@ class PartitionedOutput:
     `frame` holds the rows of every partition of the run not in `unchanged` (a partition may
     have none); `input_hashes` the hash of the inputs of each rewritten partition (absent:
     unknown, never matches); `unchanged` maps each kept partition to the input hash its record
-    must carry.
+    must carry. `joined_vectors`, when given, names a vector column the frame leaves out and the
+    database fills from another table as the rows are written (`storage.joined_vectors`).
     """
 
     frame: pd.DataFrame
     input_hashes: Mapping[str, str] = field(default_factory=dict)
     unchanged: Mapping[str, str] = field(default_factory=dict)
+    joined_vectors: JoinedVectors | None = None
 
 
 def rewritten_slice(table_slice: TableSlice, keys: Sequence[str]) -> TableSlice:

@@ -19,6 +19,7 @@ from training_pipeline.defs.dagster_compat import DbTypeHandler, TableSlice, add
 from training_pipeline.defs.io_manager_reuse import rewritten_metadata
 from training_pipeline.defs.table_schemas import schema_from_metadata
 from training_pipeline.storage.identifiers import validate_identifier
+from training_pipeline.storage.joined_vectors import JoinedVectors, write_frame_joined
 from training_pipeline.storage.partition_writes import lock_ddl, record_writes
 from training_pipeline.storage.table_io import PANDAS_DTYPES, read_table, write_frame
 
@@ -77,8 +78,14 @@ def create_table(connection: psycopg.Connection, table_slice: TableSlice, schema
         )
 
 
-def _check_frame(frame: pd.DataFrame, schema: TableSchema, table_slice: TableSlice, asset: str):
-    declared = [col.name for col in schema.columns]
+def _check_frame(
+    frame: pd.DataFrame,
+    schema: TableSchema,
+    table_slice: TableSlice,
+    asset: str,
+    filled_by_database: str | None = None,
+):
+    declared = [col.name for col in schema.columns if col.name != filled_by_database]
     if sorted(frame.columns) != sorted(declared):
         missing = sorted(set(declared) - set(frame.columns))
         extra = sorted(set(frame.columns) - set(declared))
@@ -96,6 +103,8 @@ def _check_frame(frame: pd.DataFrame, schema: TableSchema, table_slice: TableSli
                 f"partitions being written ({len(keys)} keys)"
             )
     for col in schema.columns:
+        if col.name == filled_by_database:
+            continue
         if not col.constraints.nullable and frame[col.name].isna().any():
             raise ValueError(f"output of {asset}: column {col.name} is NOT NULL but has nulls")
 
@@ -127,13 +136,16 @@ class PandasPostgresTypeHandler(DbTypeHandler[pd.DataFrame]):
         obj: pd.DataFrame,
         connection: psycopg.Connection,
         input_hashes: Mapping[str, str] | None = None,
+        joined_vectors: JoinedVectors | None = None,
     ) -> Mapping[str, object]:
         """COPY the frame's rows in (the slice's old rows are already deleted) and record the
         write of each partition, with the hash of its inputs when the asset gave one
-        (`input_hashes`, see `io_manager_reuse`)."""
+        (`input_hashes`, see `io_manager_reuse`). With `joined_vectors` the frame leaves that
+        vector column out and the database fills it (`storage.joined_vectors`)."""
         asset = context.asset_key.to_user_string()
         schema = schema_from_metadata(context.definition_metadata, asset)
-        _check_frame(obj, schema, table_slice, asset)
+        filled = joined_vectors.column if joined_vectors else None
+        _check_frame(obj, schema, table_slice, asset, filled)
         declared = [col.name for col in schema.columns]
         current = existing_columns(connection, table_slice)
         if current is None:
@@ -145,7 +157,10 @@ class PandasPostgresTypeHandler(DbTypeHandler[pd.DataFrame]):
                 "re-materializing) or migrate it"
             )
         target = table_identifier(table_slice)
-        write_frame(connection, target, obj, schema.columns)
+        if joined_vectors is None:
+            write_frame(connection, target, obj, schema.columns)
+        else:
+            write_frame_joined(connection, target, obj, schema.columns, joined_vectors)
         keys = partition_keys(table_slice)
         if keys is not None:
             (dimension,) = table_slice.partition_dimensions or []

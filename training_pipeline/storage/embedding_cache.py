@@ -26,6 +26,7 @@ from psycopg import sql
 from training_pipeline.core.model_identity import ModelIdentity
 from training_pipeline.storage.binary_copy import iter_fixed_rows, vector_row_dtype
 from training_pipeline.storage.identifiers import validate_identifier
+from training_pipeline.storage.joined_vectors import JoinedVectors
 from training_pipeline.storage.model_registry import check_registered, registry_ddl
 
 CACHE_TABLE = "embedding_cache"
@@ -124,6 +125,22 @@ class EmbeddingCache:
             params = (self.model, self.dimensions, chunk, self.fingerprint)
             found.update(row[0] for row in self.connection.execute(query, params).fetchall())
         return found
+
+    def joined_vectors(self, key: str, column: str) -> JoinedVectors:
+        """How a write fills `column` with this identity's cached vector of its rows' `key`
+        checksums, in the database (`storage.joined_vectors`)."""
+        return JoinedVectors(
+            column=column,
+            key=key,
+            source=self._table,
+            source_key="checksum",
+            source_vector="embedding",
+            source_filter={
+                "model": self.model,
+                "dimensions": self.dimensions,
+                "fingerprint": self.fingerprint,
+            },
+        )
 
     def fetch_rows(self, checksums: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Vectors for `checksums` in the given order (duplicates allowed), and a found-mask.

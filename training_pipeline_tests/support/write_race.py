@@ -75,17 +75,24 @@ def racing_writes(
     from training_pipeline.defs import type_handler
 
     race = WriteRace(url, writers)
-    original = type_handler.write_frame
+    # Both ways the type handler writes rows: COPY, and COPY with vectors joined in the database.
+    writes = ("write_frame", "write_frame_joined")
+    originals = {name: getattr(type_handler, name) for name in writes}
 
-    def held_write(*args: Any, **kwargs: Any) -> int:
-        race.hold()
-        return original(*args, **kwargs)
+    def held(original: Callable[..., int]) -> Callable[..., int]:
+        def held_write(*args: Any, **kwargs: Any) -> int:
+            race.hold()
+            return original(*args, **kwargs)
 
-    monkeypatch.setattr(type_handler, "write_frame", held_write)
+        return held_write
+
+    for name, original in originals.items():
+        monkeypatch.setattr(type_handler, name, held(original))
     try:
         yield race
     finally:
-        monkeypatch.setattr(type_handler, "write_frame", original)
+        for name, original in originals.items():
+            monkeypatch.setattr(type_handler, name, original)
 
 
 def in_own_instance(partition_keys: Sequence[str], call: Callable[[DagsterInstance], Any]) -> Any:

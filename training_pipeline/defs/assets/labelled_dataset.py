@@ -9,7 +9,11 @@ vectors of the model's configured identity are read: the step claims the model's
 Before building anything, the step hashes each range's inputs in SQL and keeps the stored rows
 of every range whose hash is the one recorded with them (`labelled_dataset_reuse`): an
 unchanged range costs a few aggregate queries instead of fetching, deleting and copying its
-vectors. The others are rebuilt and rewritten; `force_rewrite` rebuilds all.
+vectors. The others are rebuilt and rewritten; `force_rewrite` rebuilds all. A rebuilt range's
+vectors never pass through the step: the IO manager's write joins each row to its cache row by
+checksum inside PostgreSQL (`storage.joined_vectors`), and fails, writing nothing, if one is
+gone. A vector replaced (`force_regenerate`) between the step's read and the write lands in the
+rows under the cache state read before it, so the next run sees a changed state and rebuilds.
 """
 
 from collections.abc import Mapping, Sequence
@@ -33,6 +37,7 @@ from training_pipeline.core.labels import TiePolicy, consensus_labels
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import model_inputs
 from training_pipeline.defs.assets.labelled_dataset_metadata import (
+    PREVIEW_ROWS,
     kept_ranges_metadata,
     rebuilt_range_metadata,
     rows_of_range,
@@ -70,6 +75,7 @@ from training_pipeline.embedding.tokens import input_rule
 from training_pipeline.storage.connection import table_exists
 from training_pipeline.storage.embedding_cache import EmbeddingCache
 from training_pipeline.storage.fingerprints import label_fingerprints, text_write_fingerprints
+from training_pipeline.storage.joined_vectors import JoinedVectors
 from training_pipeline.storage.partition_inputs import cache_state, cache_states_of_checksums
 from training_pipeline.storage.table_io import read_table
 from training_pipeline.storage.vector_columns import vector_series
@@ -120,12 +126,19 @@ class LabelledDatasetConfig(Config):
 
 @dataclass(frozen=True)
 class BuiltRows:
-    """The rows of the ranges a run rebuilds, with what their metadata needs."""
+    """The rows of the ranges a run rebuilds, with what their metadata needs.
+
+    `result` leaves the vectors out: the write takes them from the cache inside the database
+    (`joined_vectors`), so the step never holds them; `preview_rows`, the first rows of each
+    range, carry theirs for the catalog's preview.
+    """
 
     result: pd.DataFrame
     label_rows_by_range: dict[str, pd.DataFrame]
     labelled_per_range: pd.Series
     input_hashes: dict[str, str]
+    preview_rows: pd.DataFrame
+    joined_vectors: JoinedVectors
 
 
 def build_rows(
@@ -160,7 +173,8 @@ def build_rows(
     )
     del model_input, texts
     cache = EmbeddingCache(connection, postgres.schema, inputs.identity)
-    vectors, found = cache.fetch_rows(rows["input_checksum"].tolist())
+    cached = cache.cached_checksums(rows["input_checksum"].tolist())
+    found = rows["input_checksum"].isin(cached).to_numpy()
     if not found.all():
         missing = rows.loc[~found, "aid"]
         raise Failure(
@@ -188,7 +202,6 @@ def build_rows(
             "positive_votes": rows["positive_votes"].to_numpy(dtype="int32"),
             "negative_votes": rows["negative_votes"].to_numpy(dtype="int32"),
             "text_checksum": rows["input_checksum"],
-            "embedding": vector_series(vectors),
             "metadata_json": rows["metadata_json"],
             "user_labels_json": rows["user_labels_json"],
         }
@@ -203,7 +216,17 @@ def build_rows(
         for key in keys
         if key in text_fingerprints
     }
-    return BuiltRows(result, rows_by_range, labels["aid"].map(range_of_aid).value_counts(), hashes)
+    # The catalog's preview shows the start of a few vectors per range: only those are fetched.
+    preview = result.groupby(PARTITION_COLUMN, sort=False).head(PREVIEW_ROWS)
+    preview_vectors, _found = cache.fetch_rows(preview["text_checksum"].tolist())
+    return BuiltRows(
+        result,
+        rows_by_range,
+        labels["aid"].map(range_of_aid).value_counts(),
+        hashes,
+        preview.assign(embedding=vector_series(preview_vectors, index=preview.index)),
+        cache.joined_vectors(key="text_checksum", column="embedding"),
+    )
 
 
 def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -> AssetsDefinition:
@@ -289,6 +312,7 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
                 built.label_rows_by_range[key],
                 int(built.labelled_per_range.get(key, 0)),
                 label_fps[key],
+                rows_of_range(built.preview_rows, key),
             )
         add_partition_metadata(
             context.get_step_execution_context(), context.asset_key, metadata_by_range, keys
@@ -297,6 +321,7 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
             frame=built.result if built else pd.DataFrame(),
             input_hashes=built.input_hashes if built else {},
             unchanged={key: kept.input_hash for key, kept in unchanged.items()},
+            joined_vectors=built.joined_vectors if built else None,
         )
 
     return labelled_dataset

@@ -28,7 +28,10 @@ from training_pipeline.storage.vector_columns import vector_matrix
 CARRIED_FROM_REUSED = ("labelled_videos", "labelled_without_text", "unattributed_label_rows")
 
 
-def preview_markdown(rows: pd.DataFrame, count: int = 5) -> str:
+PREVIEW_ROWS = 5
+
+
+def preview_markdown(rows: pd.DataFrame, count: int = PREVIEW_ROWS) -> str:
     """A few rows as a Markdown table for the asset catalog (vectors shown by their start)."""
     lines = [
         "| aid | label | inconsistent | votes +/- | title | embedding |",
@@ -61,8 +64,10 @@ def rebuilt_range_metadata(
     label_rows: pd.DataFrame,
     labelled_videos: int,
     label_fingerprint: str,
+    preview_rows: pd.DataFrame,
 ) -> dict[str, object]:
-    """Metadata of a range this run rebuilt: `range_rows` are its rows as written."""
+    """Metadata of a range this run rebuilt: `range_rows` are its rows as written (without their
+    vectors, which the database fills in), `preview_rows` its first rows with their vectors."""
     return {
         "labelled_videos": labelled_videos,
         "labelled_without_text": labelled_videos - len(range_rows),
@@ -71,7 +76,7 @@ def rebuilt_range_metadata(
             len(range_rows), int(range_rows["label"].sum()), int(range_rows["inconsistent"].sum())
         ),
         LABEL_FINGERPRINTS_KEY: MetadataValue.json({key: label_fingerprint}),
-        "preview": MetadataValue.md(preview_markdown(range_rows)),
+        "preview": MetadataValue.md(preview_markdown(preview_rows)),
     }
 
 

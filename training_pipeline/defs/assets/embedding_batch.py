@@ -22,6 +22,7 @@ from dagster import AssetExecutionContext, Failure, MetadataValue
 
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.defs.assets.embedding_report import RESUME, model_endpoint
+from training_pipeline.defs.partitions import run_partition_keys
 from training_pipeline.embedding.batch_client import BatchApiError, BatchClient
 from training_pipeline.embedding.batch_runner import BatchesStillRunning, BatchRun, BatchRunStats
 from training_pipeline.storage.batch_state import BatchJobs, BatchLockTimeout
@@ -134,7 +135,7 @@ class BatchBranch:
                 retry=self.settings.failed_lines,
                 retry_rounds=self.settings.retry_rounds,
                 wait_seconds=self.settings.wait_seconds,
-                aid_ranges=list(self.context.partition_keys),
+                aid_ranges=run_partition_keys(self.context),
                 run_id=self.context.run.run_id,
                 log=log.info,
                 warn=log.warning,

@@ -80,7 +80,7 @@ from training_pipeline.defs.keys import (
     model_group,
     model_slug,
 )
-from training_pipeline.defs.partitions import aid_ranges_partitions
+from training_pipeline.defs.partitions import aid_ranges_partitions, run_partition_keys
 from training_pipeline.defs.pools import api_slots_of_step
 from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
 from training_pipeline.defs.table_schemas import COLUMN_SCHEMA_KEY
@@ -192,7 +192,7 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
             )
             if warm is not None:
                 return warm
-        texts = read_texts(postgres, context.partition_keys)
+        texts = read_texts(postgres, run_partition_keys(context))
         if config.scope == "labelled":
             texts = texts[texts["aid"].isin(labelled_aids(postgres, video_source, context))]
         inputs = model_inputs(texts, input_rule(model))
@@ -308,7 +308,7 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
                 batch_writer.close()
 
         written = writer.written | batch_writer.written
-        keys = context.partition_keys
+        keys = run_partition_keys(context)
         counts_by_range = range_counts(keys, texts, inputs, written)
         add_partition_metadata(
             context.get_step_execution_context(), context.asset_key, counts_by_range, keys
@@ -320,7 +320,7 @@ def build_embedding_cache_asset(model_name: str, model: EmbeddingModelConfig) ->
                 cache.fingerprint,
                 config.scope,
                 config.force_regenerate,
-                len(context.partition_keys),
+                len(keys),
                 len(unique_inputs),
                 len(written),
                 writer.reconnects + batch_writer.reconnects,

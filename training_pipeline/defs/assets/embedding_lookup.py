@@ -26,6 +26,7 @@ from training_pipeline.defs.assets.sources import ranges_of
 from training_pipeline.defs.assets.text import PREPROCESSED_TEXT_COLUMNS
 from training_pipeline.defs.dagster_compat import add_partition_metadata
 from training_pipeline.defs.keys import PREPROCESSED_TEXT_KEY, PREPROCESSED_TEXT_TABLE
+from training_pipeline.defs.partitions import run_partition_keys
 from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
 from training_pipeline.defs.table_schemas import PARTITION_COLUMN
 from training_pipeline.embedding.engine import EmbeddingRunStats, request_concurrency
@@ -72,7 +73,7 @@ def all_cached_result(
             labels,
             cache.identity,
             uncut,
-            context.partition_keys,
+            run_partition_keys(context),
         )
     if found is None or found[1].pending:
         return None
@@ -96,7 +97,7 @@ def all_cached_result(
         context.get_step_execution_context(),
         context.asset_key,
         counts_by_range,
-        context.partition_keys,
+        run_partition_keys(context),
     )
     stats = EmbeddingRunStats(total=0, concurrency=request_concurrency(model))
     metadata = step_metadata(

@@ -29,7 +29,7 @@ from training_pipeline.defs.keys import (
     VIDEO_LABELS_KEY,
     VIDEO_METADATA_KEY,
 )
-from training_pipeline.defs.partitions import aid_ranges_partitions
+from training_pipeline.defs.partitions import aid_ranges_partitions, run_partition_keys
 from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
 from training_pipeline.defs.table_schemas import (
     PARTITION_COLUMN,
@@ -73,7 +73,8 @@ def ranges_of(context: AssetExecutionContext) -> list[AidRange]:
         context.instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME)
     )
     ignored = {item.key: item.reason for item in registered.ignored}
-    bad = [key for key in context.partition_keys if key in ignored]
+    keys = run_partition_keys(context)
+    bad = [key for key in keys if key in ignored]
     if bad:
         raise Failure(
             description=(
@@ -82,7 +83,7 @@ def ranges_of(context: AssetExecutionContext) -> list[AidRange]:
                 + f". Nothing was written. {registered.problems()}"
             )
         )
-    return [AidRange.from_key(key) for key in context.partition_keys]
+    return [AidRange.from_key(key) for key in keys]
 
 
 RAW_VIDEO_TEXT_CODE_VERSION = "raw_video_text.1"
@@ -147,7 +148,7 @@ def raw_video_text(
             }
             for key in (aid_range.key for aid_range in ranges)
         },
-        context.partition_keys,
+        run_partition_keys(context),
     )
     return PartitionedOutput(
         frame=pd.concat(frames.values(), ignore_index=True) if frames else pd.DataFrame(),

@@ -27,7 +27,7 @@ from training_pipeline.defs.keys import (
     RAW_VIDEO_TEXT_TABLE,
     TEXT_GROUP,
 )
-from training_pipeline.defs.partitions import aid_ranges_partitions
+from training_pipeline.defs.partitions import aid_ranges_partitions, run_partition_keys
 from training_pipeline.defs.resources import PostgresResource
 from training_pipeline.defs.table_schemas import (
     PARTITION_COLUMN,
@@ -161,7 +161,7 @@ def preprocessed_text(
 ) -> PartitionedOutput:
     """Keeps each range whose raw text write (from `partition_writes`) and code version hash
     as recorded with its stored rows; reads and rebuilds the others only."""
-    keys = list(context.partition_keys)
+    keys = run_partition_keys(context)
     raw_table = sql.Identifier(postgres.schema, RAW_VIDEO_TEXT_TABLE)
     with postgres.connect(repeatable_read=True) as connection:
         if not table_exists(connection, raw_table):
@@ -208,7 +208,7 @@ def preprocessed_text(
         context.get_step_execution_context(),
         context.asset_key,
         {key: counts.get(key, dict.fromkeys(RANGE_COUNTS, 0)) for key in keys},
-        context.partition_keys,
+        keys,
     )
     return PartitionedOutput(
         frame=result,

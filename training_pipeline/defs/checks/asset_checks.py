@@ -26,6 +26,7 @@ from training_pipeline.defs.keys import (
     labelled_dataset_key,
     labelled_dataset_table,
 )
+from training_pipeline.defs.partitions import run_partition_keys
 from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
 from training_pipeline.storage.check_verdicts import record_verdicts
 from training_pipeline.storage.partition_writes import read_writes
@@ -128,7 +129,7 @@ def checked_ranges(
     """The run's aid ranges; every stored range when the checks run on their own, unpartitioned
     (e.g. *Execute* on a check in the UI)."""
     if context.has_partition_key or context.has_partition_key_range:
-        return list(context.partition_keys)
+        return run_partition_keys(context)
     table = sql.Identifier(schema, labelled_dataset_table(model_name))
     query = sql.SQL("SELECT DISTINCT aid_range FROM {} ORDER BY 1").format(table)
     return [row[0] for row in connection.execute(query).fetchall()]

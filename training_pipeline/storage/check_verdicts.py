@@ -15,6 +15,7 @@ versions, e.g. by a dump and restore) only costs a fresh evaluation.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -39,24 +40,89 @@ class Verdict:
     run_id: str
 
 
+@dataclass(frozen=True)
+class StoredRows:
+    """A partition's rows as stored now: their row versions, how many, and how many have the
+    counted flag set (one scan serves the verdict keys and the row counts of the rules)."""
+
+    version: str
+    rows: int
+    flagged: int
+
+
+def stored_rows(
+    connection: psycopg.Connection,
+    table: sql.Identifier,
+    keys: Sequence[str] | None,
+    flag: str | None = None,
+) -> dict[str, StoredRows]:
+    """Per partition key with rows (of `keys`; None: every partition of the table): the MD5 of
+    its rows' (aid, xmin) in aid order, its row count and its rows with the boolean column
+    `flag` true (0 without one). One scan, no vector read."""
+    if keys is not None and not keys:
+        return {}
+    flagged = (
+        sql.SQL("count(*) FILTER (WHERE {})").format(sql.Identifier(flag)) if flag else sql.SQL("0")
+    )
+    where = sql.SQL("WHERE {} = ANY(%s)" if keys is not None else "").format(
+        sql.Identifier(PARTITION_COLUMN)
+    )
+    rows = connection.execute(
+        sql.SQL(
+            "SELECT {0}, md5(string_agg(aid::text || ':' || xmin::text, ',' ORDER BY aid)),"
+            " count(*), {1} FROM {2} {3} GROUP BY {0}"
+        ).format(sql.Identifier(PARTITION_COLUMN), flagged, table, where),
+        (list(keys),) if keys is not None else None,
+    ).fetchall()
+    return {key: StoredRows(version, int(count), int(flags)) for key, version, count, flags in rows}
+
+
 def row_versions(
     connection: psycopg.Connection, table: sql.Identifier, keys: Sequence[str]
 ) -> dict[str, str]:
     """Per partition key with rows: the MD5 of its rows' (aid, xmin) in aid order."""
-    if not keys:
-        return {}
-    rows = connection.execute(
-        sql.SQL(
-            "SELECT {0}, md5(string_agg(aid::text || ':' || xmin::text, ',' ORDER BY aid))"
-            " FROM {1} WHERE {0} = ANY(%s) GROUP BY {0}"
-        ).format(sql.Identifier(PARTITION_COLUMN), table),
-        (list(keys),),
-    ).fetchall()
-    return dict(rows)
+    return {key: rows.version for key, rows in stored_rows(connection, table, keys).items()}
+
+
+def table_version(partitions: Mapping[str | None, StoredRows]) -> str:
+    """One version of a whole table's rows, from every partition's (`stored_rows(keys=None)`):
+    any row written, changed or deleted anywhere in the table changes it."""
+    listed = ",".join(f"{key}={rows.version}" for key, rows in sorted(partitions.items(), key=str))
+    return hashlib.md5(listed.encode()).hexdigest()
+
+
+def combined_version(*parts: object) -> str:
+    """One verdict key from several inputs (row versions, fingerprints, parameters)."""
+    return hashlib.md5("|".join(map(str, parts)).encode()).hexdigest()
 
 
 def _verdicts_table(schema: str) -> sql.Identifier:
     return sql.Identifier(schema, CHECK_VERDICTS_TABLE)
+
+
+def recorded_verdicts(
+    connection: psycopg.Connection,
+    schema: str,
+    table_name: str,
+    rule: str,
+    keys: Sequence[str],
+) -> dict[str, Verdict]:
+    """The recorded verdicts of `rule` (name and parameters) for these partitions, whatever rows
+    they were about."""
+    target = _verdicts_table(schema)
+    if not keys or not table_exists(connection, target):
+        return {}
+    rows = connection.execute(
+        sql.SQL(
+            "SELECT partition_key, rows_version, bad_rows, sample_aids, run_id FROM {}"
+            " WHERE table_name = %s AND rule = %s AND partition_key = ANY(%s)"
+        ).format(target),
+        (table_name, rule, list(keys)),
+    ).fetchall()
+    return {
+        key: Verdict(version, int(bad), list(sample), run_id)
+        for key, version, bad, sample, run_id in rows
+    }
 
 
 def read_verdicts(
@@ -66,23 +132,10 @@ def read_verdicts(
     rule: str,
     versions: Mapping[str, str],
 ) -> dict[str, Verdict]:
-    """The recorded verdicts of `rule` (name and parameters) that are about the partitions' rows
-    as they are now (`versions`, from `row_versions`); a partition absent: evaluate it."""
-    target = _verdicts_table(schema)
-    if not versions or not table_exists(connection, target):
-        return {}
-    rows = connection.execute(
-        sql.SQL(
-            "SELECT partition_key, rows_version, bad_rows, sample_aids, run_id FROM {}"
-            " WHERE table_name = %s AND rule = %s AND partition_key = ANY(%s)"
-        ).format(target),
-        (table_name, rule, list(versions)),
-    ).fetchall()
-    return {
-        key: Verdict(version, int(bad), list(sample), run_id)
-        for key, version, bad, sample, run_id in rows
-        if versions.get(key) == version
-    }
+    """The recorded verdicts of `rule` that are about the partitions' inputs as they are now
+    (`versions`: row versions, or a `combined_version`); a partition absent: evaluate it."""
+    recorded = recorded_verdicts(connection, schema, table_name, rule, list(versions))
+    return {key: v for key, v in recorded.items() if versions.get(key) == v.rows_version}
 
 
 def record_verdicts(

@@ -4,8 +4,8 @@ the stored texts the engine needs.
 The step's inputs are read by the step itself (`preprocessed_text` is a dependency, not an
 IO-manager input): in the common warm case, a re-materialization whose every selected text is
 cached for the model's identity, `all_cached_result` answers in SQL after the identity check
-(`storage.cached_ranges`: a query that stops at the first text not cached, which on a cold build
-is the first one, then one aggregate query for the counts), and no text becomes a Python object.
+(`storage.cached_ranges`: a probe of the first selected texts, which on a cold build ends it at
+the first one, then one aggregate query), and no text becomes a Python object.
 Any text that may be cut for the model or is not cached, a local model (cut by its tokenizer,
 which only Python has), or `force_regenerate` takes the full path, which reads the texts
 (`read_texts`) exactly as the IO manager did.
@@ -32,7 +32,6 @@ from training_pipeline.defs.table_schemas import PARTITION_COLUMN
 from training_pipeline.embedding.engine import EmbeddingRunStats, request_concurrency
 from training_pipeline.storage.cached_ranges import cached_counts
 from training_pipeline.storage.connection import table_exists
-from training_pipeline.storage.query_memory import roomy_aggregates
 from training_pipeline.storage.table_io import read_table
 
 TEXT_COLUMNS = ("aid", PARTITION_COLUMN, "text", "checksum")
@@ -67,17 +66,16 @@ def all_cached_result(
             connection, postgres.schema, model_name, model, context.log.warning
         )
         labels = video_source.tables.labels_identifier if scope == "labelled" else None
-        with roomy_aggregates(connection):
-            found = cached_counts(
-                connection,
-                postgres.schema,
-                PREPROCESSED_TEXT_TABLE,
-                labels,
-                cache.identity,
-                uncut,
-                context.partition_keys,
-            )
-    if found is None:
+        found = cached_counts(
+            connection,
+            postgres.schema,
+            PREPROCESSED_TEXT_TABLE,
+            labels,
+            cache.identity,
+            uncut,
+            context.partition_keys,
+        )
+    if found is None or found[1].pending:
         return None
     per_range, run = found
     context.log.info(

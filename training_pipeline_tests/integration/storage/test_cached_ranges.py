@@ -1,6 +1,6 @@
 """The embedding step's all-cached question in SQL (`cached_counts`): exact counts when every
-selected text is cached, None as soon as one is not, and on a cold cache it stops at the first
-text instead of aggregating the whole range first. Real PostgreSQL."""
+selected text is cached, the pending ones counted otherwise, and on a cold cache an answer
+(None) after the first texts instead of aggregating the whole range first. Real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ TEXTS = "texts_under_test"
 ROWS = 5_000
 KEY = f"1-{ROWS}"
 UNCUT = 1_000
+
+
+AIDS = range(1, ROWS + 1)
 
 
 def text_of(aid: int) -> str:
@@ -68,16 +71,20 @@ def test_a_cold_cache_is_answered_at_the_first_text(connection):
     assert counts(connection) is None
 
 
-def test_every_text_cached_gives_the_counts_and_one_uncached_or_long_text_none(connection):
+def test_every_text_cached_gives_the_counts_and_uncached_or_long_texts_are_pending(connection):
     cache = claimed(connection, IDENTITY)
-    texts = sorted({text_of(aid) for aid in range(1, ROWS + 1)} - {""})
-    checksums = [text_checksum(text) for text in texts]
-    cache.store(checksums[1:], unit_vectors(len(checksums) - 1, seed=2))
-    assert counts(connection) is None  # one text missing
-    cache.store(checksums[:1], unit_vectors(1, seed=3))
+    texts = sorted({text_of(aid) for aid in AIDS} - {""})
+    missing = text_of(1_999)  # only at aids 1,999 and 3,999: past the probed texts
+    cache.store(
+        [text_checksum(text) for text in texts if text != missing],
+        unit_vectors(len(texts) - 1, seed=2),
+    )
     per_range, run = counts(connection)
-    expected = CachedCounts(selected=ROWS, with_text=ROWS - ROWS // 100, distinct_texts=len(texts))
-    assert per_range == {KEY: expected, "0-0": CachedCounts(0, 0, 0)}
+    assert run.pending == per_range[KEY].pending == 2
+    cache.store([text_checksum(missing)], unit_vectors(1, seed=3))
+    per_range, run = counts(connection)
+    expected = CachedCounts(ROWS, ROWS - ROWS // 100, len(texts), pending=0)
+    assert per_range == {KEY: expected, "0-0": CachedCounts(0, 0, 0, 0)}
     assert run == expected
     long_text = "x" * (UNCUT + 1)
     connection.execute(
@@ -87,7 +94,8 @@ def test_every_text_cached_gives_the_counts_and_one_uncached_or_long_text_none(c
         (long_text, text_checksum(long_text)),
     )
     cache.store([text_checksum(long_text)], unit_vectors(1, seed=4))
-    assert counts(connection) is None  # it may be cut for the model: its input is not cached
+    found = counts(connection)  # it may be cut for the model: its input is not cached
+    assert found is None or found[1].pending == 1
 
 
 def test_no_text_table_yet_is_none(database_url):

@@ -71,7 +71,6 @@ from training_pipeline.storage.connection import table_exists
 from training_pipeline.storage.embedding_cache import EmbeddingCache
 from training_pipeline.storage.fingerprints import label_fingerprints, text_write_fingerprints
 from training_pipeline.storage.partition_inputs import cache_state, cache_states_of_checksums
-from training_pipeline.storage.query_memory import roomy_aggregates
 from training_pipeline.storage.table_io import read_table
 from training_pipeline.storage.vector_columns import vector_series
 
@@ -244,25 +243,24 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
             ).identity
         inputs = DatasetInputs(identity, model, config.tie_policy)
         with postgres.connect(repeatable_read=True) as connection:
-            with roomy_aggregates(connection):
-                label_fps = label_fingerprints(connection, video_source.tables, ranges)
-                text_fps = text_write_fingerprints(
-                    connection, postgres.schema, PREPROCESSED_TEXT_TABLE, keys
+            label_fps = label_fingerprints(connection, video_source.tables, ranges)
+            text_fps = text_write_fingerprints(
+                connection, postgres.schema, PREPROCESSED_TEXT_TABLE, keys
+            )
+            unchanged = (
+                {}
+                if config.force_rewrite
+                else unchanged_partitions(
+                    connection,
+                    postgres.schema,
+                    table,
+                    sql.Identifier(postgres.schema, CACHE_TABLE),
+                    inputs,
+                    keys,
+                    label_fps,
+                    text_fps,
                 )
-                unchanged = (
-                    {}
-                    if config.force_rewrite
-                    else unchanged_partitions(
-                        connection,
-                        postgres.schema,
-                        table,
-                        sql.Identifier(postgres.schema, CACHE_TABLE),
-                        inputs,
-                        keys,
-                        label_fps,
-                        text_fps,
-                    )
-                )
+            )
             rebuild = [r for r in ranges if r.key not in unchanged]
             built = (
                 build_rows(connection, postgres, video_source, inputs, rebuild, label_fps, text_fps)

@@ -29,7 +29,6 @@ from training_pipeline.defs.keys import (
 from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
 from training_pipeline.storage.check_verdicts import record_verdicts
 from training_pipeline.storage.partition_writes import read_writes
-from training_pipeline.storage.query_memory import roomy_aggregates
 
 
 def build_labelled_dataset_checks(
@@ -70,12 +69,11 @@ def build_labelled_dataset_checks(
                 tie_policies=policies,
                 run_id=context.run.run_id,
             )
-            with roomy_aggregates(connection):
-                outcomes = [
-                    rule(target)
-                    for rule in RULES
-                    if AssetCheckKey(asset_key, rule.__name__) in context.selected_asset_check_keys
-                ]
+            outcomes = [
+                rule(target)
+                for rule in RULES
+                if AssetCheckKey(asset_key, rule.__name__) in context.selected_asset_check_keys
+            ]
         # The fresh vector verdicts, for a later check of the same rows (`check_verdicts`),
         # recorded after the read: they name the row versions they saw, so rows written since
         # never reuse them.

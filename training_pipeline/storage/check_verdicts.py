@@ -1,14 +1,14 @@
-"""Verdicts of the vector rules per stored partition, kept for as long as its rows are the same
-row versions, so that checking a kept partition again reads no vector.
+"""Verdicts of the data quality rules per stored partition, kept for as long as what the rule
+read is unchanged, so that checking a kept partition again reads no vector and repeats no rule
+query.
 
-The two vector rules of the labelled dataset (size, zero/NaN) are functions of the stored
-vectors alone, and each one reads every vector of a partition (410 MB for 100,000 1024-d rows).
-A row's vector cannot change without PostgreSQL writing a new version of the row, with a new
-`xmin` (an UPDATE, a DELETE and re-INSERT, a rewrite), so a partition's *row versions* (the MD5
-of every row's aid and xmin, in aid order, read from the heap without detoasting a vector) name
-exactly the rows a verdict was about. A verdict is recorded with the row versions it saw, and
-reused only while they are unchanged: a row corrupted behind the pipeline's back by a direct
-UPDATE has a new version, so its partition is evaluated again. A changed version is never
+Each rule names what its verdict over a partition depends on with a *verdict key* (see
+`defs/checks/target.py`), built from *row versions*: the MD5 of every row's aid and xmin, in aid
+order, read from the heap without detoasting a vector. A row cannot change without PostgreSQL
+writing a new version of it, with a new `xmin` (an UPDATE, a DELETE and re-INSERT, a rewrite),
+so row versions name exactly the rows a verdict was about. A verdict is recorded with the key it
+saw, and reused only while the key is the same: a row corrupted behind the pipeline's back by a
+direct UPDATE has a new version, so its partition is evaluated again. A changed key is never
 mistaken for the same one (short of an MD5 collision); the reverse (the same rows given new
 versions, e.g. by a dump and restore) only costs a fresh evaluation.
 """

@@ -1,5 +1,5 @@
-# Over 300 lines: every rule with its SQL in one place, shared by the checks and the snapshot's
-# gate, and the verdict reuse of the vector rules next to them.
+# Over 300 lines: every rule with its SQL and its verdict key in one place, shared by the checks
+# and the snapshot's gate (the reuse machinery itself is in target.py).
 """The data quality rules of the labelled datasets: what a trainer must be able to rely on.
 
 Each rule is one SQL query over the stored rows of some aid ranges, so it checks what was

@@ -111,3 +111,21 @@ def stored_partitions(
         )
         for key, count, positive, inconsistent, distinct, cached, newest in rows
     }
+
+
+def stored_counts(
+    connection: psycopg.Connection, dataset: sql.Identifier, keys: Sequence[str]
+) -> dict[str, tuple[int, int, int]]:
+    """Per partition key with stored rows: rows, positive rows, inconsistent rows (no cache
+    join: for partitions whose cache state is known, `dataset_cache_states`)."""
+    if not keys:
+        return {}
+    rows = connection.execute(
+        sql.SQL(
+            "SELECT aid_range, count(*), count(*) FILTER (WHERE label),"
+            " count(*) FILTER (WHERE inconsistent) FROM {} WHERE aid_range = ANY(%s)"
+            " GROUP BY aid_range"
+        ).format(dataset),
+        (list(keys),),
+    ).fetchall()
+    return {key: (int(count), int(positive), int(bad)) for key, count, positive, bad in rows}

@@ -25,9 +25,20 @@ from training_pipeline.core.model_identity import ModelIdentity
 from training_pipeline.storage.cached_ranges import CachedCounts
 from training_pipeline.storage.connection import table_exists
 from training_pipeline.storage.embedding_cache import CACHE_TABLE
-from training_pipeline.storage.partition_writes import lock_ddl
+from training_pipeline.storage.recorded_rows import replace_rows
 
 LOOKUPS_TABLE = "embedding_lookups"
+LOOKUP_COLUMNS = (
+    ("model", "text NOT NULL"),
+    ("dimensions", "integer NOT NULL"),
+    ("fingerprint", "text NOT NULL"),
+    ("partition_key", "text NOT NULL"),
+    ("lookup_key", "text NOT NULL"),
+    ("selected", "bigint NOT NULL"),
+    ("with_text", "bigint NOT NULL"),
+    ("distinct_texts", "bigint NOT NULL"),
+    ("run_id", "text NOT NULL"),
+)
 LOOKUP_CODE_VERSION = "embedding_lookup.1"
 """Version of what a lookup key covers: bump it when `cached_counts` changes what it counts."""
 
@@ -95,32 +106,10 @@ def record_counts(
         for key, found in sorted(counts.items())
         if key in keys and found.pending == 0
     ]
-    if not rows:
-        return
-    table = _lookups_table(schema)
-    if not table_exists(connection, table):
-        lock_ddl(connection)
-        connection.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} ("
-                " model text NOT NULL, dimensions integer NOT NULL, fingerprint text NOT NULL,"
-                " partition_key text NOT NULL, lookup_key text NOT NULL,"
-                " selected bigint NOT NULL, with_text bigint NOT NULL,"
-                " distinct_texts bigint NOT NULL, run_id text NOT NULL,"
-                " recorded_at timestamptz NOT NULL DEFAULT now(),"
-                " PRIMARY KEY (model, dimensions, fingerprint, partition_key))"
-            ).format(table)
-        )
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            sql.SQL(
-                "INSERT INTO {} (model, dimensions, fingerprint, partition_key, lookup_key,"
-                " selected, with_text, distinct_texts, run_id)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (model, dimensions, fingerprint, partition_key) DO UPDATE SET"
-                " lookup_key = EXCLUDED.lookup_key, selected = EXCLUDED.selected,"
-                " with_text = EXCLUDED.with_text, distinct_texts = EXCLUDED.distinct_texts,"
-                " run_id = EXCLUDED.run_id, recorded_at = now()"
-            ).format(table),
-            rows,
-        )
+    replace_rows(
+        connection,
+        _lookups_table(schema),
+        LOOKUP_COLUMNS,
+        ("model", "dimensions", "fingerprint", "partition_key"),
+        rows,
+    )

@@ -23,10 +23,19 @@ import psycopg
 from psycopg import sql
 
 from training_pipeline.storage.connection import table_exists
-from training_pipeline.storage.partition_writes import lock_ddl
+from training_pipeline.storage.recorded_rows import replace_rows
 from training_pipeline.storage.table_io import PARTITION_COLUMN
 
 CHECK_VERDICTS_TABLE = "check_verdicts"
+VERDICT_COLUMNS = (
+    ("table_name", "text NOT NULL"),
+    ("partition_key", "text NOT NULL"),
+    ("rule", "text NOT NULL"),
+    ("rows_version", "text NOT NULL"),
+    ("bad_rows", "bigint NOT NULL"),
+    ("sample_aids", "bigint[] NOT NULL"),
+    ("run_id", "text NOT NULL"),
+)
 
 
 @dataclass(frozen=True)
@@ -146,33 +155,14 @@ def record_verdicts(
     verdicts: Mapping[str, Verdict],
 ) -> None:
     """Record (replace) `rule`'s verdict per partition, in the caller's transaction."""
-    if not verdicts:
-        return
-    target = _verdicts_table(schema)
-    if not table_exists(connection, target):
-        lock_ddl(connection)
-        connection.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} ("
-                " table_name text NOT NULL, partition_key text NOT NULL, rule text NOT NULL,"
-                " rows_version text NOT NULL, bad_rows bigint NOT NULL,"
-                " sample_aids bigint[] NOT NULL, run_id text NOT NULL,"
-                " evaluated_at timestamptz NOT NULL DEFAULT now(),"
-                " PRIMARY KEY (table_name, partition_key, rule))"
-            ).format(target)
-        )
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            sql.SQL(
-                "INSERT INTO {} (table_name, partition_key, rule, rows_version, bad_rows,"
-                " sample_aids, run_id) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (table_name, partition_key, rule) DO UPDATE SET"
-                " rows_version = EXCLUDED.rows_version, bad_rows = EXCLUDED.bad_rows,"
-                " sample_aids = EXCLUDED.sample_aids, run_id = EXCLUDED.run_id,"
-                " evaluated_at = now()"
-            ).format(target),
-            [
-                (table_name, key, rule, v.rows_version, v.bad_rows, v.sample_aids, v.run_id)
-                for key, v in sorted(verdicts.items())
-            ],
-        )
+    replace_rows(
+        connection,
+        _verdicts_table(schema),
+        VERDICT_COLUMNS,
+        ("table_name", "partition_key", "rule"),
+        [
+            (table_name, key, rule, v.rows_version, v.bad_rows, v.sample_aids, v.run_id)
+            for key, v in sorted(verdicts.items())
+        ],
+        stamp="evaluated_at",
+    )

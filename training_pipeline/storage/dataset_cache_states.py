@@ -20,9 +20,19 @@ import psycopg
 from psycopg import sql
 
 from training_pipeline.storage.connection import table_exists
-from training_pipeline.storage.partition_writes import PartitionWrite, lock_ddl
+from training_pipeline.storage.partition_writes import PartitionWrite
+from training_pipeline.storage.recorded_rows import replace_rows
 
 CACHE_STATES_TABLE = "dataset_cache_states"
+STATE_COLUMNS = (
+    ("table_name", "text NOT NULL"),
+    ("partition_key", "text NOT NULL"),
+    ("rows_identity", "text NOT NULL"),
+    ("cache_version", "text NOT NULL"),
+    ("distinct_checksums", "bigint NOT NULL"),
+    ("cached_checksums", "bigint NOT NULL"),
+    ("newest_vector", "text"),
+)
 
 
 @dataclass(frozen=True)
@@ -85,33 +95,6 @@ def record_states(
         for key, state in sorted(states.items())
         if key in writes
     ]
-    if not rows:
-        return
-    target = _states_table(schema)
-    if not table_exists(connection, target):
-        lock_ddl(connection)
-        connection.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} ("
-                " table_name text NOT NULL, partition_key text NOT NULL,"
-                " rows_identity text NOT NULL, cache_version text NOT NULL,"
-                " distinct_checksums bigint NOT NULL, cached_checksums bigint NOT NULL,"
-                " newest_vector text, recorded_at timestamptz NOT NULL DEFAULT now(),"
-                " PRIMARY KEY (table_name, partition_key))"
-            ).format(target)
-        )
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            sql.SQL(
-                "INSERT INTO {} (table_name, partition_key, rows_identity, cache_version,"
-                " distinct_checksums, cached_checksums, newest_vector)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (table_name, partition_key) DO UPDATE SET"
-                " rows_identity = EXCLUDED.rows_identity,"
-                " cache_version = EXCLUDED.cache_version,"
-                " distinct_checksums = EXCLUDED.distinct_checksums,"
-                " cached_checksums = EXCLUDED.cached_checksums,"
-                " newest_vector = EXCLUDED.newest_vector, recorded_at = now()"
-            ).format(target),
-            rows,
-        )
+    replace_rows(
+        connection, _states_table(schema), STATE_COLUMNS, ("table_name", "partition_key"), rows
+    )

@@ -1,5 +1,6 @@
 """Whether every text an embedding step would send for some aid ranges is cached already, asked
-in one SQL query over the stored preprocessed text, the labels and the cache.
+in SQL (a probe, then one aggregate query) over the stored preprocessed text, the labels and the
+cache.
 
 The common warm re-materialization finds every text cached; answering that by loading each
 range's texts into Python, cutting each one for the model and looking its checksum up costs

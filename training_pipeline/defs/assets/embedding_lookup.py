@@ -5,7 +5,9 @@ The step's inputs are read by the step itself (`preprocessed_text` is a dependen
 IO-manager input): in the common warm case, a re-materialization whose every selected text is
 cached for the model's identity, `all_cached_result` answers in SQL after the identity check
 (`storage.cached_ranges`: a probe of the first selected texts, which on a cold build ends it at
-the first one, then one aggregate query), and no text becomes a Python object.
+the first one, then one aggregate query; a one-range run whose inputs and cache are those of a
+recorded answer takes that answer, `storage.cached_lookups`), and no text becomes a Python
+object.
 Any text that may be cut for the model or is not cached, a local model (cut by its tokenizer,
 which only Python has), or `force_regenerate` takes the full path, which reads the texts
 (`read_texts`) exactly as the IO manager did.

@@ -1,20 +1,21 @@
-"""Verdicts of the vector rules per stored partition, kept for as long as its rows are the same
-row versions, so that checking a kept partition again reads no vector.
+"""Verdicts of the data quality rules per stored partition, kept for as long as what the rule
+read is unchanged, so that checking a kept partition again reads no vector and repeats no rule
+query.
 
-The two vector rules of the labelled dataset (size, zero/NaN) are functions of the stored
-vectors alone, and each one reads every vector of a partition (410 MB for 100,000 1024-d rows).
-A row's vector cannot change without PostgreSQL writing a new version of the row, with a new
-`xmin` (an UPDATE, a DELETE and re-INSERT, a rewrite), so a partition's *row versions* (the MD5
-of every row's aid and xmin, in aid order, read from the heap without detoasting a vector) name
-exactly the rows a verdict was about. A verdict is recorded with the row versions it saw, and
-reused only while they are unchanged: a row corrupted behind the pipeline's back by a direct
-UPDATE has a new version, so its partition is evaluated again. A changed version is never
+Each rule names what its verdict over a partition depends on with a *verdict key* (see
+`defs/checks/target.py`), built from *row versions*: the MD5 of every row's aid and xmin, in aid
+order, read from the heap without detoasting a vector. A row cannot change without PostgreSQL
+writing a new version of it, with a new `xmin` (an UPDATE, a DELETE and re-INSERT, a rewrite),
+so row versions name exactly the rows a verdict was about. A verdict is recorded with the key it
+saw, and reused only while the key is the same: a row corrupted behind the pipeline's back by a
+direct UPDATE has a new version, so its partition is evaluated again. A changed key is never
 mistaken for the same one (short of an MD5 collision); the reverse (the same rows given new
 versions, e.g. by a dump and restore) only costs a fresh evaluation.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -22,10 +23,19 @@ import psycopg
 from psycopg import sql
 
 from training_pipeline.storage.connection import table_exists
-from training_pipeline.storage.partition_writes import lock_ddl
+from training_pipeline.storage.recorded_rows import replace_rows
 from training_pipeline.storage.table_io import PARTITION_COLUMN
 
 CHECK_VERDICTS_TABLE = "check_verdicts"
+VERDICT_COLUMNS = (
+    ("table_name", "text NOT NULL"),
+    ("partition_key", "text NOT NULL"),
+    ("rule", "text NOT NULL"),
+    ("rows_version", "text NOT NULL"),
+    ("bad_rows", "bigint NOT NULL"),
+    ("sample_aids", "bigint[] NOT NULL"),
+    ("run_id", "text NOT NULL"),
+)
 
 
 @dataclass(frozen=True)
@@ -39,24 +49,89 @@ class Verdict:
     run_id: str
 
 
+@dataclass(frozen=True)
+class StoredRows:
+    """A partition's rows as stored now: their row versions, how many, and how many have the
+    counted flag set (one scan serves the verdict keys and the row counts of the rules)."""
+
+    version: str
+    rows: int
+    flagged: int
+
+
+def stored_rows(
+    connection: psycopg.Connection,
+    table: sql.Identifier,
+    keys: Sequence[str] | None,
+    flag: str | None = None,
+) -> dict[str, StoredRows]:
+    """Per partition key with rows (of `keys`; None: every partition of the table): the MD5 of
+    its rows' (aid, xmin) in aid order, its row count and its rows with the boolean column
+    `flag` true (0 without one). One scan, no vector read."""
+    if keys is not None and not keys:
+        return {}
+    flagged = (
+        sql.SQL("count(*) FILTER (WHERE {})").format(sql.Identifier(flag)) if flag else sql.SQL("0")
+    )
+    where = sql.SQL("WHERE {} = ANY(%s)" if keys is not None else "").format(
+        sql.Identifier(PARTITION_COLUMN)
+    )
+    rows = connection.execute(
+        sql.SQL(
+            "SELECT {0}, md5(string_agg(aid::text || ':' || xmin::text, ',' ORDER BY aid)),"
+            " count(*), {1} FROM {2} {3} GROUP BY {0}"
+        ).format(sql.Identifier(PARTITION_COLUMN), flagged, table, where),
+        (list(keys),) if keys is not None else None,
+    ).fetchall()
+    return {key: StoredRows(version, int(count), int(flags)) for key, version, count, flags in rows}
+
+
 def row_versions(
     connection: psycopg.Connection, table: sql.Identifier, keys: Sequence[str]
 ) -> dict[str, str]:
     """Per partition key with rows: the MD5 of its rows' (aid, xmin) in aid order."""
-    if not keys:
-        return {}
-    rows = connection.execute(
-        sql.SQL(
-            "SELECT {0}, md5(string_agg(aid::text || ':' || xmin::text, ',' ORDER BY aid))"
-            " FROM {1} WHERE {0} = ANY(%s) GROUP BY {0}"
-        ).format(sql.Identifier(PARTITION_COLUMN), table),
-        (list(keys),),
-    ).fetchall()
-    return dict(rows)
+    return {key: rows.version for key, rows in stored_rows(connection, table, keys).items()}
+
+
+def table_version(partitions: Mapping[str | None, StoredRows]) -> str:
+    """One version of a whole table's rows, from every partition's (`stored_rows(keys=None)`):
+    any row written, changed or deleted anywhere in the table changes it."""
+    listed = ",".join(f"{key}={rows.version}" for key, rows in sorted(partitions.items(), key=str))
+    return hashlib.md5(listed.encode()).hexdigest()
+
+
+def combined_version(*parts: object) -> str:
+    """One verdict key from several inputs (row versions, fingerprints, parameters)."""
+    return hashlib.md5("|".join(map(str, parts)).encode()).hexdigest()
 
 
 def _verdicts_table(schema: str) -> sql.Identifier:
     return sql.Identifier(schema, CHECK_VERDICTS_TABLE)
+
+
+def recorded_verdicts(
+    connection: psycopg.Connection,
+    schema: str,
+    table_name: str,
+    rule: str,
+    keys: Sequence[str],
+) -> dict[str, Verdict]:
+    """The recorded verdicts of `rule` (name and parameters) for these partitions, whatever rows
+    they were about."""
+    target = _verdicts_table(schema)
+    if not keys or not table_exists(connection, target):
+        return {}
+    rows = connection.execute(
+        sql.SQL(
+            "SELECT partition_key, rows_version, bad_rows, sample_aids, run_id FROM {}"
+            " WHERE table_name = %s AND rule = %s AND partition_key = ANY(%s)"
+        ).format(target),
+        (table_name, rule, list(keys)),
+    ).fetchall()
+    return {
+        key: Verdict(version, int(bad), list(sample), run_id)
+        for key, version, bad, sample, run_id in rows
+    }
 
 
 def read_verdicts(
@@ -66,23 +141,10 @@ def read_verdicts(
     rule: str,
     versions: Mapping[str, str],
 ) -> dict[str, Verdict]:
-    """The recorded verdicts of `rule` (name and parameters) that are about the partitions' rows
-    as they are now (`versions`, from `row_versions`); a partition absent: evaluate it."""
-    target = _verdicts_table(schema)
-    if not versions or not table_exists(connection, target):
-        return {}
-    rows = connection.execute(
-        sql.SQL(
-            "SELECT partition_key, rows_version, bad_rows, sample_aids, run_id FROM {}"
-            " WHERE table_name = %s AND rule = %s AND partition_key = ANY(%s)"
-        ).format(target),
-        (table_name, rule, list(versions)),
-    ).fetchall()
-    return {
-        key: Verdict(version, int(bad), list(sample), run_id)
-        for key, version, bad, sample, run_id in rows
-        if versions.get(key) == version
-    }
+    """The recorded verdicts of `rule` that are about the partitions' inputs as they are now
+    (`versions`: row versions, or a `combined_version`); a partition absent: evaluate it."""
+    recorded = recorded_verdicts(connection, schema, table_name, rule, list(versions))
+    return {key: v for key, v in recorded.items() if versions.get(key) == v.rows_version}
 
 
 def record_verdicts(
@@ -93,33 +155,14 @@ def record_verdicts(
     verdicts: Mapping[str, Verdict],
 ) -> None:
     """Record (replace) `rule`'s verdict per partition, in the caller's transaction."""
-    if not verdicts:
-        return
-    target = _verdicts_table(schema)
-    if not table_exists(connection, target):
-        lock_ddl(connection)
-        connection.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} ("
-                " table_name text NOT NULL, partition_key text NOT NULL, rule text NOT NULL,"
-                " rows_version text NOT NULL, bad_rows bigint NOT NULL,"
-                " sample_aids bigint[] NOT NULL, run_id text NOT NULL,"
-                " evaluated_at timestamptz NOT NULL DEFAULT now(),"
-                " PRIMARY KEY (table_name, partition_key, rule))"
-            ).format(target)
-        )
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            sql.SQL(
-                "INSERT INTO {} (table_name, partition_key, rule, rows_version, bad_rows,"
-                " sample_aids, run_id) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (table_name, partition_key, rule) DO UPDATE SET"
-                " rows_version = EXCLUDED.rows_version, bad_rows = EXCLUDED.bad_rows,"
-                " sample_aids = EXCLUDED.sample_aids, run_id = EXCLUDED.run_id,"
-                " evaluated_at = now()"
-            ).format(target),
-            [
-                (table_name, key, rule, v.rows_version, v.bad_rows, v.sample_aids, v.run_id)
-                for key, v in sorted(verdicts.items())
-            ],
-        )
+    replace_rows(
+        connection,
+        _verdicts_table(schema),
+        VERDICT_COLUMNS,
+        ("table_name", "partition_key", "rule"),
+        [
+            (table_name, key, rule, v.rows_version, v.bad_rows, v.sample_aids, v.run_id)
+            for key, v in sorted(verdicts.items())
+        ],
+        stamp="evaluated_at",
+    )

@@ -89,10 +89,38 @@ def stored_partitions(
     keys: Sequence[str],
 ) -> dict[str, StoredPartition]:
     """Per partition key with stored rows: their counts and cache state (absent: no rows, or
-    no table). Two aggregate queries over the partitions' rows, no vector read."""
+    no table). One aggregate query over the partitions' rows (their counts per distinct
+    checksum, joined with the cache), no vector read."""
     if not keys or not table_exists(connection, dataset):
         return {}
-    counts = connection.execute(
+    rows = connection.execute(
+        sql.SQL(
+            "SELECT d.aid_range, sum(d.n), sum(d.positive), sum(d.inconsistent), count(*),"
+            " count(c.checksum), extract(epoch FROM max(c.created_at))::text"
+            " FROM (SELECT aid_range, text_checksum, count(*) AS n,"
+            " count(*) FILTER (WHERE label) AS positive,"
+            " count(*) FILTER (WHERE inconsistent) AS inconsistent"
+            " FROM {} WHERE aid_range = ANY(%(keys)s) GROUP BY aid_range, text_checksum) d"
+            " LEFT JOIN {} GROUP BY d.aid_range"
+        ).format(dataset, _cache_match(cache, "d")),
+        {**_identity_params(identity), "keys": list(keys)},
+    ).fetchall()
+    return {
+        key: StoredPartition(
+            int(count), int(positive), int(inconsistent), int(distinct), int(cached), newest
+        )
+        for key, count, positive, inconsistent, distinct, cached, newest in rows
+    }
+
+
+def stored_counts(
+    connection: psycopg.Connection, dataset: sql.Identifier, keys: Sequence[str]
+) -> dict[str, tuple[int, int, int]]:
+    """Per partition key with stored rows: rows, positive rows, inconsistent rows (no cache
+    join: for partitions whose cache state is known, `dataset_cache_states`)."""
+    if not keys:
+        return {}
+    rows = connection.execute(
         sql.SQL(
             "SELECT aid_range, count(*), count(*) FILTER (WHERE label),"
             " count(*) FILTER (WHERE inconsistent) FROM {} WHERE aid_range = ANY(%s)"
@@ -100,17 +128,4 @@ def stored_partitions(
         ).format(dataset),
         (list(keys),),
     ).fetchall()
-    states = connection.execute(
-        sql.SQL(
-            "SELECT d.aid_range, count(*), count(c.checksum),"
-            " extract(epoch FROM max(c.created_at))::text"
-            " FROM (SELECT DISTINCT aid_range, text_checksum FROM {} WHERE aid_range ="
-            " ANY(%(keys)s)) d LEFT JOIN {} GROUP BY d.aid_range"
-        ).format(dataset, _cache_match(cache, "d")),
-        {**_identity_params(identity), "keys": list(keys)},
-    ).fetchall()
-    state_of = {row[0]: row[1:] for row in states}
-    return {
-        key: StoredPartition(int(rows), int(positive), int(inconsistent), *state_of[key])
-        for key, rows, positive, inconsistent in counts
-    }
+    return {key: (int(count), int(positive), int(bad)) for key, count, positive, bad in rows}

@@ -45,6 +45,7 @@ from training_pipeline.defs.assets.labelled_dataset_metadata import (
 from training_pipeline.defs.assets.labelled_dataset_reuse import (
     LABELLED_ROWS_CODE_VERSION,
     DatasetInputs,
+    states_recorder,
     unchanged_partitions,
 )
 from training_pipeline.defs.assets.model_cache import claim_model_cache
@@ -282,6 +283,7 @@ def build_labelled_dataset_asset(model_name: str, model: EmbeddingModelConfig) -
                     keys,
                     label_fps,
                     text_fps,
+                    states_recorder(postgres, table),
                 )
             )
             rebuild = [r for r in ranges if r.key not in unchanged]

@@ -14,7 +14,7 @@ write record.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -24,7 +24,18 @@ from training_pipeline.core.input_hashes import input_hash as hash_of_inputs
 from training_pipeline.core.model_identity import ModelIdentity
 from training_pipeline.core.models_config import EmbeddingModelConfig
 from training_pipeline.core.text import TEXT_FORMAT
-from training_pipeline.storage.partition_inputs import StoredPartition, stored_partitions
+from training_pipeline.defs.resources import PostgresResource
+from training_pipeline.storage.cached_lookups import cache_version
+from training_pipeline.storage.dataset_cache_states import (
+    CacheState,
+    record_states,
+    recorded_states,
+)
+from training_pipeline.storage.partition_inputs import (
+    StoredPartition,
+    stored_counts,
+    stored_partitions,
+)
 from training_pipeline.storage.partition_writes import PartitionWrite, read_writes
 
 LABELLED_ROWS_CODE_VERSION = "labelled_rows.2"
@@ -67,6 +78,23 @@ class UnchangedPartition:
     write: PartitionWrite
 
 
+StatesRecorder = Callable[[Mapping[str, PartitionWrite], str, Mapping[str, CacheState]], None]
+"""Records fresh cache states (`dataset_cache_states.record_states`) in its own transaction."""
+
+
+def states_recorder(postgres: PostgresResource, table: str) -> StatesRecorder:
+    """A recorder of `table`'s fresh cache states on a connection of its own: the keep decision
+    reads in a repeatable-read transaction, which must not write."""
+
+    def record(
+        writes: Mapping[str, PartitionWrite], version: str, states: Mapping[str, CacheState]
+    ) -> None:
+        with postgres.connect() as connection:
+            record_states(connection, postgres.schema, table, writes, version, states)
+
+    return record
+
+
 def unchanged_partitions(
     connection: psycopg.Connection,
     schema: str,
@@ -76,9 +104,12 @@ def unchanged_partitions(
     keys: Sequence[str],
     label_fingerprints: Mapping[str, str],
     text_fingerprints: Mapping[str, str],
+    record_states: StatesRecorder | None = None,
 ) -> dict[str, UnchangedPartition]:
     """The partitions among `keys` whose stored rows can stay, read in the caller's transaction
-    (the one that read the fingerprints)."""
+    (the one that read the fingerprints). A partition's cache state recorded for its rows as
+    written and the model's cache as it is is reused; the others' are computed and, with
+    `record_states`, recorded for the next decision."""
     writes = {
         key: write
         for key, write in read_writes(connection, schema, table, keys).items()
@@ -86,9 +117,24 @@ def unchanged_partitions(
     }
     if not writes:
         return {}
+    dataset = sql.Identifier(schema, table)
+    version = cache_version(connection, schema, inputs.identity)
+    known = recorded_states(connection, schema, table, writes, version)
     stored = stored_partitions(
-        connection, sql.Identifier(schema, table), cache, inputs.identity, list(writes)
+        connection, dataset, cache, inputs.identity, [k for k in writes if k not in known]
     )
+    for key, counts in stored_counts(connection, dataset, list(known)).items():
+        state = known[key]
+        stored[key] = StoredPartition(
+            *counts, state.distinct_checksums, state.cached_checksums, state.newest_vector
+        )
+    fresh = {
+        key: CacheState(p.distinct_checksums, p.cached_checksums, p.newest_vector)
+        for key, p in stored.items()
+        if key not in known
+    }
+    if fresh and record_states is not None:
+        record_states(writes, version, fresh)
     found = {}
     for key, write in writes.items():
         partition = stored.get(key)

@@ -1,5 +1,5 @@
-# Over 300 lines: every rule with its SQL in one place, shared by the checks and the snapshot's
-# gate, and the verdict reuse of the vector rules next to them.
+# Over 300 lines: every rule with its SQL and its verdict key in one place, shared by the checks
+# and the snapshot's gate (the reuse machinery itself is in target.py).
 """The data quality rules of the labelled datasets: what a trainer must be able to rely on.
 
 Each rule is one SQL query over the stored rows of some aid ranges, so it checks what was
@@ -15,63 +15,30 @@ video with text has a row; no aid twice. Warning rule: the share of inconsistent
 under a bound (default 0.2, `TRAINING_PIPELINE_MAX_INCONSISTENT_SHARE`).
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 from dagster import AssetCheckSeverity, Failure
 from psycopg import sql
 
 from training_pipeline.core.aid_ranges import AidRange
-from training_pipeline.defs.keys import PREPROCESSED_TEXT_TABLE, labelled_dataset_table
+from training_pipeline.defs.checks.target import (
+    DUPLICATE_RULE,
+    CheckTarget,
+    PerRange,
+    with_reuse,
+)
 from training_pipeline.settings import load_settings
-from training_pipeline.storage.check_verdicts import Verdict, read_verdicts, row_versions
-from training_pipeline.storage.sources import SourceTables
+from training_pipeline.storage.check_verdicts import combined_version, stored_rows
+from training_pipeline.storage.fingerprints import label_fingerprints
 
 SAMPLE = 10
 VERDICT_REUSED = "verdict_reused_from_run_id"
-"""Metadata of the vector rules: per range whose verdict was reused, the run that evaluated it."""
-
-
-@dataclass(frozen=True)
-class CheckTarget:
-    """The stored rows a rule looks at: one model's labelled dataset, some aid ranges.
-
-    `tie_policies` holds, per range, the tie policy of the write whose rows are stored (see
-    `io_manager_lineage`); a range without one is checked as if ties must have rows.
-    """
-
-    connection: psycopg.Connection
-    schema: str
-    model_name: str
-    dimensions: int
-    keys: Sequence[str]
-    source_tables: SourceTables
-    tie_policies: Mapping[str, str | None] = field(default_factory=dict)
-    run_id: str | None = None
-    """The evaluating run: its fresh vector verdicts are collected in `new_verdicts` for the
-    caller to record (None: a reader that records nothing, the snapshot's gate)."""
-    new_verdicts: dict[str, dict[str, Verdict]] = field(default_factory=dict)
-    _versions: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def table(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, labelled_dataset_table(self.model_name))
-
-    @property
-    def table_name(self) -> str:
-        return labelled_dataset_table(self.model_name)
-
-    def row_versions(self) -> dict[str, str]:
-        """The ranges' row versions (`check_verdicts`), read once per target."""
-        if not self._versions and self.keys:
-            self._versions.update(row_versions(self.connection, self.table, self.keys))
-        return self._versions
-
-    @property
-    def preprocessed(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, PREPROCESSED_TEXT_TABLE)
+"""Metadata of the rules that reuse verdicts: per range whose verdict was reused, the run that
+evaluated it."""
+LABEL_RULE = "every_labelled_video_has_a_row.1"
+"""The label rule's versioned name in `check_verdicts` (bump it when its SQL changes)."""
 
 
 @dataclass(frozen=True)
@@ -115,24 +82,21 @@ def _vector_rule(
     target: CheckTarget, rule: str, condition: sql.Composable, params: tuple = ()
 ) -> tuple[dict[str, int], list[int], dict[str, str]]:
     """A rule over the stored vectors alone: per range, the bad rows, a sample of their aids,
-    and the runs whose verdicts were reused. A range whose rows are the row versions a recorded
-    verdict of `rule` was about reuses it (no vector read); the others are evaluated, and their
-    verdicts collected for the caller to record (`check_verdicts`)."""
-    versions = target.row_versions()
-    reused = read_verdicts(target.connection, target.schema, target.table_name, rule, versions)
-    fresh = [key for key in target.keys if key not in reused]
-    found = _bad_rows_per_range(target, condition, params, fresh) if fresh else {}
-    if target.run_id is not None:
-        target.new_verdicts[rule] = {
-            key: Verdict(versions[key], *found.get(key, (0, [])), target.run_id)
-            for key in fresh
-            if key in versions
-        }
-    per_range = {key: (v.bad_rows, v.sample_aids) for key, v in reused.items()}
-    per_range.update(found)
-    failing = {key: bad for key, (bad, _) in per_range.items() if bad}
-    sample = sorted(aid for _, aids in per_range.values() for aid in aids)[:SAMPLE]
-    return failing, sample, {key: verdict.run_id for key, verdict in sorted(reused.items())}
+    and the runs whose verdicts were reused. Its verdict key is the range's row versions, so a
+    range whose rows are unchanged reads no vector."""
+    versions = {key: rows.version for key, rows in target.stored().items()}
+    per_range, reused = with_reuse(
+        target, rule, versions, lambda fresh: _bad_rows_per_range(target, condition, params, fresh)
+    )
+    return _failing(per_range), _sample(per_range), reused
+
+
+def _failing(per_range: PerRange) -> dict[str, int]:
+    return {key: bad for key, (bad, _) in per_range.items() if bad}
+
+
+def _sample(per_range: PerRange) -> list[int]:
+    return sorted(aid for _, aids in per_range.values() for aid in aids)[:SAMPLE]
 
 
 def vector_size_matches_model(target: CheckTarget) -> RuleOutcome:
@@ -178,13 +142,47 @@ def no_zero_or_nan_vectors(target: CheckTarget) -> RuleOutcome:
 
 def every_labelled_video_has_a_row(target: CheckTarget) -> RuleOutcome:
     """Every labelled video with text has a row (tied ones may be left out by `exclude`)."""
-    failing: dict[str, int] = {}
-    sample: list[int] = []
-    for key in target.keys:
+    ranges = [AidRange.from_key(key) for key in target.keys]
+    # The verdict key: everything the query reads of the range (its dataset rows, its text
+    # rows, its label rows) and the tie policy that decides whether a tie needs a row.
+    texts = stored_rows(target.connection, target.preprocessed, target.keys)
+    labels = label_fingerprints(target.connection, target.source_tables, ranges)
+    dataset = target.stored()
+    versions = {
+        r.key: combined_version(
+            dataset[r.key].version if r.key in dataset else "-",
+            texts[r.key].version if r.key in texts else "-",
+            labels[r.key],
+            _ties_may_be_missing(target, r.key),
+        )
+        for r in ranges
+    }
+    per_range, reused = with_reuse(
+        target, LABEL_RULE, versions, lambda fresh: _missing_rows(target, fresh)
+    )
+    failing = _failing(per_range)
+    missing_total = sum(failing.values())
+    return RuleOutcome(
+        "every_labelled_video_has_a_row",
+        missing_total == 0,
+        AssetCheckSeverity.ERROR,
+        f"{missing_total} labelled videos with text have no row",
+        {"missing_rows": missing_total, "sample_aids": _sample(per_range), VERDICT_REUSED: reused},
+        failing,
+    )
+
+
+def _ties_may_be_missing(target: CheckTarget, key: str) -> bool:
+    # Only a range built with `exclude` may leave ties out; `negative` and `positive` label
+    # them, so a missing tied row is a missing row.
+    return target.tie_policies.get(key) == "exclude"
+
+
+def _missing_rows(target: CheckTarget, keys: Sequence[str]) -> PerRange:
+    """Per range of `keys` with labelled videos with text but no row: how many, a sample."""
+    found: PerRange = {}
+    for key in keys:
         aid_range = AidRange.from_key(key)
-        # Only a range built with `exclude` may leave ties out; `negative` and `positive` label
-        # them, so a missing tied row is a missing row.
-        ties_may_be_missing = target.tie_policies.get(key) == "exclude"
         # A label row without a user is not a vote (see `labels`), so it makes no video labelled.
         query = sql.SQL(
             """
@@ -213,36 +211,43 @@ def every_labelled_video_has_a_row(target: CheckTarget) -> RuleOutcome:
             "first": aid_range.first,
             "last": aid_range.last,
             "key": key,
-            "ties_may_be_missing": ties_may_be_missing,
+            "ties_may_be_missing": _ties_may_be_missing(target, key),
         }
         missing = [row[0] for row in target.connection.execute(query, params).fetchall()]
         if missing:
-            failing[key] = len(missing)
-        sample += missing[: SAMPLE - len(sample)]
-    missing_total = sum(failing.values())
-    return RuleOutcome(
-        "every_labelled_video_has_a_row",
-        missing_total == 0,
-        AssetCheckSeverity.ERROR,
-        f"{missing_total} labelled videos with text have no row",
-        {"missing_rows": missing_total, "sample_aids": sample},
-        failing,
-    )
+            found[key] = (len(missing), missing[:SAMPLE])
+    return found
 
 
 def no_duplicate_aids(target: CheckTarget) -> RuleOutcome:
     """No aid has more than one row, in these ranges or across ranges."""
-    query = sql.SQL(
-        "SELECT aid, array_agg(aid_range) FROM {table}"
-        " WHERE aid IN (SELECT aid FROM {table} WHERE aid_range = ANY(%s))"
-        " GROUP BY aid HAVING count(*) > 1 ORDER BY aid"
-    ).format(table=target.table)
-    duplicated = target.connection.execute(query, (list(target.keys),)).fetchall()
-    wanted = set(target.keys)
-    failing: dict[str, int] = {}
-    for _aid, ranges in duplicated:
-        for key in set(ranges) & wanted:
-            failing[key] = failing.get(key, 0) + 1
+    # A range's verdict depends on every other range's rows too (one of them may hold one of
+    # its aids), so its key is the whole table's row versions; only passing verdicts are
+    # reused (a failure's count of duplicated aids spans ranges, so it is counted afresh).
+    version = target.table_version()
+    duplicated: list[tuple[int, list[str]]] = []
+
+    def evaluate(keys: list[str]) -> PerRange:
+        query = sql.SQL(
+            "SELECT aid, array_agg(aid_range) FROM {table}"
+            " WHERE aid IN (SELECT aid FROM {table} WHERE aid_range = ANY(%s))"
+            " GROUP BY aid HAVING count(*) > 1 ORDER BY aid"
+        ).format(table=target.table)
+        duplicated.extend(target.connection.execute(query, (keys,)).fetchall())
+        found: PerRange = {}
+        for aid, ranges in duplicated:
+            for key in set(ranges) & set(keys):
+                count, sample = found.get(key, (0, []))
+                found[key] = (count + 1, sample if len(sample) >= SAMPLE else [*sample, aid])
+        return found
+
+    per_range, reused = with_reuse(
+        target,
+        DUPLICATE_RULE,
+        dict.fromkeys(target.keys, version),
+        evaluate,
+        reuse_failed=False,
+    )
     return RuleOutcome(
         "no_duplicate_aids",
         not duplicated,
@@ -251,23 +256,24 @@ def no_duplicate_aids(target: CheckTarget) -> RuleOutcome:
         {
             "duplicated_aids": len(duplicated),
             "sample_aids": [aid for aid, _ in duplicated[:SAMPLE]],
+            VERDICT_REUSED: reused,
         },
-        failing,
+        _failing(per_range),
     )
 
 
 def inconsistent_share_within_bound(target: CheckTarget) -> RuleOutcome:
     """The share of rows with disagreeing annotators stays under the bound (warning)."""
     bound = load_settings().max_inconsistent_share
-    query = sql.SQL(
-        "SELECT aid_range, count(*), count(*) FILTER (WHERE inconsistent) FROM {}"
-        " WHERE aid_range = ANY(%s) GROUP BY aid_range"
-    ).format(target.table)
-    per_range = target.connection.execute(query, (list(target.keys),)).fetchall()
-    rows = sum(count for _, count, _ in per_range)
-    inconsistent = sum(count for *_, count in per_range)
+    per_range = target.stored()  # counted in the scan that reads the row versions
+    rows = sum(stored.rows for stored in per_range.values())
+    inconsistent = sum(stored.flagged for stored in per_range.values())
     share = inconsistent / rows if rows else 0.0
-    failing = {key: int(bad) for key, count, bad in per_range if count and bad / count > bound}
+    failing = {
+        key: stored.flagged
+        for key, stored in per_range.items()
+        if stored.rows and stored.flagged / stored.rows > bound
+    }
     return RuleOutcome(
         "inconsistent_share_within_bound",
         share <= bound,

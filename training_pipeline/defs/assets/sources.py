@@ -29,7 +29,11 @@ from training_pipeline.defs.keys import (
     VIDEO_LABELS_KEY,
     VIDEO_METADATA_KEY,
 )
-from training_pipeline.defs.partitions import aid_ranges_partitions, run_partition_keys
+from training_pipeline.defs.partitions import (
+    aid_ranges_partitions,
+    once_per_run,
+    run_partition_keys,
+)
 from training_pipeline.defs.resources import PostgresResource, VideoSourceResource
 from training_pipeline.defs.table_schemas import (
     PARTITION_COLUMN,
@@ -84,22 +88,17 @@ def ranges_of(context: AssetExecutionContext) -> list[AidRange]:
     return [AidRange.from_key(key) for key in keys]
 
 
-_registered_of_run: dict[str, RegisteredRanges] = {}
-
-
 def _registered_for_run(context: AssetExecutionContext) -> RegisteredRanges:
     """The registered ranges as the run's first step that asked found them: every step of a
     run judges its keys against the same set, and only the first pays the instance's read of
-    the dynamic partitions (about 30 ms on a SQLite instance). Only the current run is held."""
-    run_id = context.run.run_id
-    registered = _registered_of_run.get(run_id)
-    if registered is None:
-        registered = read_registered(
+    the dynamic partitions (about 30 ms on a SQLite instance)."""
+    return once_per_run(
+        context,
+        "registered_ranges",
+        lambda: read_registered(
             context.instance.get_dynamic_partitions(AID_RANGES_PARTITIONS_NAME)
-        )
-        _registered_of_run.clear()
-        _registered_of_run[run_id] = registered
-    return registered
+        ),
+    )
 
 
 RAW_VIDEO_TEXT_CODE_VERSION = "raw_video_text.1"

@@ -11,11 +11,12 @@ The build is what a user does on a fresh deployment: `partitions sync`, one run 
 range assets over all ranges (the single-run backfill policy: the
 `dagster/asset_partition_range_start/end` tags, as a UI backfill or the demo launches it), then
 the snapshot run; runs execute in this process (`execute_job`, in-process executor), with the
-code location already imported. It is done twice, each time on a fresh pipeline database: on a
-SQLite instance (what `make dev` and `make demo` use) and on PostgreSQL instance storage (as
-deploy/dagster.yaml configures it), since Dagster writes every event to that storage. The code
-location's import in a fresh process, which a run worker launched by the daemon pays per run,
-is measured apart.
+code location already imported. It is done on a fresh pipeline database each time, on a SQLite
+instance (what `make dev` and `make demo` use), on PostgreSQL instance storage as
+deploy/dagster.yaml configures it (pooled connections) and on dagster-postgres's own storage (a
+connection per statement), since Dagster writes every event to that storage; then once more
+with each run in a fresh Python that imports the code location first, as a run worker launched
+by the daemon does. The code location's import alone is measured apart.
 
 Where the time goes: before the first request reaches the server (sync, run start-up, reading
 and preprocessing, the embedding step's own queries), the API span (first request to last
@@ -45,6 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+import yaml
 from dagster import (
     DagsterEventType,
     DagsterInstance,
@@ -70,6 +72,7 @@ from training_pipeline.defs.resources import PostgresResource, VideoSourceResour
 from training_pipeline.embedding.batching import plan_batches
 from training_pipeline.embedding.clients import OpenAICompatibleClient
 from training_pipeline.embedding.rate_limit import request_headroom
+from training_pipeline.settings import project_root
 from training_pipeline.storage.sources import SourceTables
 from training_pipeline_tests.support.embedding_server import (
     EmbeddingServer,
@@ -243,6 +246,21 @@ def create_database(server_url: str, name: str) -> str:
     return conninfo_to_url(server_url, name)
 
 
+def instance_storage(server_url: str, name: str, pooled: bool) -> str:
+    """A `storage:` block on a new database `name`: deploy/dagster.yaml's (pooled connections,
+    `defs/instance_storage.py`), or with `pooled=False` dagster-postgres's own (`storage:
+    postgres:`, a new connection per statement), to measure the difference side by side."""
+    storage_url = create_database(server_url, name).replace(
+        "postgresql://", "postgresql+psycopg2://"
+    )
+    if not pooled:
+        return yaml.safe_dump({"storage": {"postgres": {"postgres_url": storage_url}}})
+    shipped = yaml.safe_load(Path(project_root(), "deploy", "dagster.yaml").read_text("utf-8"))
+    storage = shipped["storage"]
+    storage["custom"]["config"]["postgres_url"] = storage_url
+    return yaml.safe_dump({"storage": storage})
+
+
 def conninfo_to_url(server_url: str, name: str) -> str:
     """`server_url` with its database replaced by `name` (the path of a postgresql:// URL)."""
     base, _, query = server_url.partition("?")
@@ -402,16 +420,16 @@ def run() -> Report:
             TRAINING_PIPELINE_DATASETS_DIR=str(Path(folder, "datasets")),
         )
         location_import = import_seconds()
-        postgres_storage = (
-            "storage:\n  postgres:\n    postgres_url: "
-            + create_database(url, "dagster").replace("postgresql://", "postgresql+psycopg2://")
-            + "\n"
-        )
         builds = {}
         for number, (label, storage, fresh_python) in enumerate(
             (
                 ("SQLite instance", "", False),
-                ("PostgreSQL instance", postgres_storage, False),
+                ("PostgreSQL instance", instance_storage(url, "dagster", pooled=True), False),
+                (
+                    "PostgreSQL instance, unpooled",
+                    instance_storage(url, "dagster_unpooled", pooled=False),
+                    False,
+                ),
                 ("SQLite instance, each run in a fresh Python", "", True),
             )
         ):
@@ -459,9 +477,11 @@ def run() -> Report:
         f"{ALLOWED_PER_MINUTE} requests per sliding 60 s, {DIMENSIONS}-d vectors; model: "
         f"{TEXTS_PER_REQUEST} texts per request, requests_per_minute = {ALLOWED_PER_MINUTE}, "
         f"max_concurrent_requests = {MAX_CONCURRENT}.",
-        "Three builds, each on a fresh pipeline database: in this process on a SQLite instance "
-        "(what `make dev` and `make demo` use) and on PostgreSQL instance storage "
-        "(deploy/dagster.yaml's); and each run in a fresh Python that imports the code location "
+        "Four builds, each on a fresh pipeline database: in this process on a SQLite instance "
+        "(what `make dev` and `make demo` use), on PostgreSQL instance storage as "
+        "deploy/dagster.yaml configures it (pooled connections, defs/instance_storage.py) and "
+        "on dagster-postgres's own storage (`storage: postgres:`, a new connection per "
+        "statement: 'unpooled'); and each run in a fresh Python that imports the code location "
         "first (`dagster job execute` / `dagster asset materialize`), as a run worker started by "
         "the daemon does, on a SQLite instance.",
         "Packages first imported during the first build (lazy imports on its path): "

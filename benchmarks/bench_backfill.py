@@ -43,7 +43,7 @@ LOCAL_SAMPLE_RANGES = 2
 
 def refresh_job():
     """The refresh job of the model named in the environment (reconstructable)."""
-    return build_definitions().get_job_def(refresh_job_name(os.environ["BENCH_MODEL"]))
+    return build_definitions().resolve_job_def(refresh_job_name(os.environ["BENCH_MODEL"]))
 
 
 @dataclass

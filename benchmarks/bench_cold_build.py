@@ -16,7 +16,8 @@ instance (what `make dev` and `make demo` use), on PostgreSQL instance storage a
 deploy/dagster.yaml configures it (pooled connections) and on dagster-postgres's own storage (a
 connection per statement), since Dagster writes every event to that storage; then once more
 with each run in a fresh Python that imports the code location first, as a run worker launched
-by the daemon does. The code location's import alone is measured apart.
+by the daemon does (on SQLite and on deploy's storage). The code location's import alone is
+measured apart.
 
 Where the time goes: before the first request reaches the server (sync, run start-up, reading
 and preprocessing, the embedding step's own queries), the API span (first request to last
@@ -108,12 +109,12 @@ def definitions() -> Definitions:
 
 def refresh_job():
     """The model's refresh job (the four range assets)."""
-    return definitions().get_job_def(refresh_job_name(MODEL))
+    return definitions().resolve_job_def(refresh_job_name(MODEL))
 
 
 def snapshot_job():
     """A job of the model's snapshot asset alone, as the UI's *Materialize* of it runs."""
-    return definitions().get_job_def(SNAPSHOT_JOB)
+    return definitions().resolve_job_def(SNAPSHOT_JOB)
 
 
 def seed(connection, tables: SourceTables) -> None:
@@ -431,6 +432,11 @@ def run() -> Report:
                     False,
                 ),
                 ("SQLite instance, each run in a fresh Python", "", True),
+                (
+                    "PostgreSQL instance, each run in a fresh Python",
+                    instance_storage(url, "dagster_fresh", pooled=True),
+                    True,
+                ),
             )
         ):
             home = Path(folder, f"dagster_home_{number}")
@@ -477,13 +483,13 @@ def run() -> Report:
         f"{ALLOWED_PER_MINUTE} requests per sliding 60 s, {DIMENSIONS}-d vectors; model: "
         f"{TEXTS_PER_REQUEST} texts per request, requests_per_minute = {ALLOWED_PER_MINUTE}, "
         f"max_concurrent_requests = {MAX_CONCURRENT}.",
-        "Four builds, each on a fresh pipeline database: in this process on a SQLite instance "
+        "Five builds, each on a fresh pipeline database: in this process on a SQLite instance "
         "(what `make dev` and `make demo` use), on PostgreSQL instance storage as "
         "deploy/dagster.yaml configures it (pooled connections, defs/instance_storage.py) and "
         "on dagster-postgres's own storage (`storage: postgres:`, a new connection per "
         "statement: 'unpooled'); and each run in a fresh Python that imports the code location "
         "first (`dagster job execute` / `dagster asset materialize`), as a run worker started by "
-        "the daemon does, on a SQLite instance.",
+        "the daemon does, on a SQLite instance and on deploy/dagster.yaml's storage.",
         "Packages first imported during the first build (lazy imports on its path): "
         + (", ".join(sqlite.imported) or "none")
         + ".",

@@ -33,6 +33,10 @@ from dagster._core.storage.db_io_manager import DbClient, DbIOManager, DbTypeHan
 # The id a backfill gets when the UI launches one (same format, so the UI lists ours alike).
 from dagster._core.utils import make_new_backfill_id
 
+# What Dagster passes to a configurable class named in dagster.yaml (`storage: custom:`), here
+# the pooled instance storage's `from_config_value`; not exported publicly.
+from dagster._serdes import ConfigurableClassData
+
 
 def add_partition_metadata(
     step_context: StepExecutionContext,
@@ -63,8 +67,22 @@ def add_partition_metadata(
         )
 
 
+def share_storage_engine(storages: Collection[Any], engine: Any) -> None:
+    """Make dagster-postgres's run, event log and schedule storages run their SQL on `engine`.
+
+    Each storage builds its own `NullPool` engine in `__init__` and reads it from its `_engine`
+    attribute only (`_connect`, as its own `optimize_for_webserver` relies on when it swaps in a
+    pooled engine for the webserver); there is no public way to hand it one. Their initial
+    engines hold no connection, so disposing of them loses nothing.
+    """
+    for storage in storages:
+        storage._engine.dispose()
+        storage._engine = engine
+
+
 __all__ = [
     "BulkActionStatus",  # tests only: waiting for queued backfills to finish
+    "ConfigurableClassData",
     "DbClient",
     "DbIOManager",
     "DbTypeHandler",
@@ -74,4 +92,5 @@ __all__ = [
     "UnresolvedAssetJobDefinition",
     "add_partition_metadata",
     "make_new_backfill_id",
+    "share_storage_engine",
 ]

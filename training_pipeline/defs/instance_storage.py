@@ -23,14 +23,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import sqlalchemy
-from dagster._serdes import ConfigurableClassData
 from dagster_postgres import DagsterPostgresStorage
 from dagster_postgres.utils import (
     create_pg_engine,
     get_token_provider_from_config,
     pg_url_from_config,
 )
+
+from training_pipeline.defs.dagster_compat import ConfigurableClassData, share_storage_engine
 
 POOL_SIZE = 2
 """Idle connections a process keeps: the run worker's event writes and its run-status updates."""
@@ -60,17 +60,12 @@ class PooledPostgresStorage(DagsterPostgresStorage):
             pool_recycle=POOL_RECYCLE_SECONDS,
             pool_pre_ping=True,
         )
-        for storage in (self._run_storage, self._event_log_storage, self._schedule_storage):
-            storage._engine.dispose()  # a NullPool engine: nothing open, nothing to lose
-            storage._engine = self._pooled_engine
-
-    @property
-    def pooled_engine(self) -> sqlalchemy.engine.Engine:
-        """The engine the three storages share (tests count its connections)."""
-        return self._pooled_engine
+        share_storage_engine(
+            [self.run_storage, self.event_log_storage, self.schedule_storage], self._pooled_engine
+        )
 
     @classmethod
-    def from_config_value(  # ty: ignore[invalid-method-override]
+    def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> PooledPostgresStorage:
         return PooledPostgresStorage(

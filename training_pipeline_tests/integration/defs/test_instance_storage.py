@@ -35,7 +35,7 @@ def opened_connections(instance: DagsterInstance) -> list[object]:
     """A list that grows by one each time the storage's engine opens a database connection."""
     storage = instance.get_ref().storage_data  # what deploy/dagster.yaml selected
     assert storage.class_name == PooledPostgresStorage.__name__
-    engine = instance.event_log_storage._engine
+    engine = instance.event_log_storage._engine  # dagster-postgres's (pinned) engine attribute
     assert engine is instance.run_storage._engine  # one engine for the three storages
     opened: list[object] = []
     event.listen(engine, "connect", lambda connection, _record: opened.append(connection))

@@ -23,9 +23,8 @@ from psycopg import sql
 
 from training_pipeline.core.model_identity import ModelIdentity
 from training_pipeline.storage.cached_ranges import CachedCounts
-from training_pipeline.storage.connection import table_exists
 from training_pipeline.storage.embedding_cache import CACHE_TABLE
-from training_pipeline.storage.recorded_rows import replace_rows
+from training_pipeline.storage.recorded_rows import replace_rows, select_rows
 
 LOOKUPS_TABLE = "embedding_lookups"
 LOOKUP_COLUMNS = (
@@ -72,17 +71,17 @@ def recorded_counts(
 ) -> dict[str, CachedCounts]:
     """Per range whose recorded lookup key is its key now (`keys`: range -> lookup key): the
     recorded counts of its all-cached answer."""
-    table = _lookups_table(schema)
-    if not keys or not table_exists(connection, table):
-        return {}
-    rows = connection.execute(
-        sql.SQL(
-            "SELECT partition_key, lookup_key, selected, with_text, distinct_texts FROM {}"
-            " WHERE model = %s AND dimensions = %s AND fingerprint = %s"
-            " AND partition_key = ANY(%s)"
-        ).format(table),
-        (identity.model, identity.dimensions, identity.fingerprint, list(keys)),
-    ).fetchall()
+    rows = select_rows(
+        connection,
+        _lookups_table(schema),
+        ("partition_key", "lookup_key", "selected", "with_text", "distinct_texts"),
+        {
+            "model": identity.model,
+            "dimensions": identity.dimensions,
+            "fingerprint": identity.fingerprint,
+        },
+        list(keys),
+    )
     return {
         key: CachedCounts(int(selected), int(with_text), int(distinct), 0)
         for key, recorded, selected, with_text, distinct in rows

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from training_pipeline.storage.connection import table_exists
-from training_pipeline.storage.recorded_rows import replace_rows
+from training_pipeline.storage.recorded_rows import replace_rows, select_rows
 from training_pipeline.storage.table_io import PARTITION_COLUMN
 
 CHECK_VERDICTS_TABLE = "check_verdicts"
@@ -118,16 +117,13 @@ def recorded_verdicts(
 ) -> dict[str, Verdict]:
     """The recorded verdicts of `rule` (name and parameters) for these partitions, whatever rows
     they were about."""
-    target = _verdicts_table(schema)
-    if not keys or not table_exists(connection, target):
-        return {}
-    rows = connection.execute(
-        sql.SQL(
-            "SELECT partition_key, rows_version, bad_rows, sample_aids, run_id FROM {}"
-            " WHERE table_name = %s AND rule = %s AND partition_key = ANY(%s)"
-        ).format(target),
-        (table_name, rule, list(keys)),
-    ).fetchall()
+    rows = select_rows(
+        connection,
+        _verdicts_table(schema),
+        ("partition_key", "rows_version", "bad_rows", "sample_aids", "run_id"),
+        {"table_name": table_name, "rule": rule},
+        keys,
+    )
     return {
         key: Verdict(version, int(bad), list(sample), run_id)
         for key, version, bad, sample, run_id in rows

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from training_pipeline.storage.connection import table_exists
 from training_pipeline.storage.partition_writes import PartitionWrite
-from training_pipeline.storage.recorded_rows import replace_rows
+from training_pipeline.storage.recorded_rows import replace_rows, select_rows
 
 CACHE_STATES_TABLE = "dataset_cache_states"
 STATE_COLUMNS = (
@@ -62,17 +61,20 @@ def recorded_states(
 ) -> dict[str, CacheState]:
     """Per partition whose recorded state is about its rows as written now and this cache
     version: that state."""
-    target = _states_table(schema)
-    if not writes or not table_exists(connection, target):
-        return {}
-    rows = connection.execute(
-        sql.SQL(
-            "SELECT partition_key, rows_identity, cache_version, distinct_checksums,"
-            " cached_checksums, newest_vector FROM {} WHERE table_name = %s"
-            " AND partition_key = ANY(%s)"
-        ).format(target),
-        (table, list(writes)),
-    ).fetchall()
+    rows = select_rows(
+        connection,
+        _states_table(schema),
+        (
+            "partition_key",
+            "rows_identity",
+            "cache_version",
+            "distinct_checksums",
+            "cached_checksums",
+            "newest_vector",
+        ),
+        {"table_name": table},
+        list(writes),
+    )
     return {
         key: CacheState(int(distinct), int(cached), newest)
         for key, identity, recorded_version, distinct, cached, newest in rows

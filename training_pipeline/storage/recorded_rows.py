@@ -1,9 +1,10 @@
 """Small tables of recorded decisions (check verdicts, all-cached lookups, cache states): one row
-per key, replaced by the next record, the table created by its first writer."""
+per key, replaced by the next record, the table created by its first writer, read per partition
+key (no table yet: nothing recorded)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import psycopg
 from psycopg import sql
@@ -56,3 +57,24 @@ def replace_rows(
     )
     with connection.cursor() as cursor:
         cursor.executemany(query, list(rows))
+
+
+def select_rows(
+    connection: psycopg.Connection,
+    table: sql.Identifier,
+    columns: Sequence[str],
+    equal: Mapping[str, object],
+    keys: Sequence[str],
+    key_column: str = "partition_key",
+) -> list[tuple]:
+    """The `columns` of the recorded rows whose `equal` columns have these values and whose
+    `key_column` is one of `keys`; none when there are no keys or no table yet."""
+    if not keys or not table_exists(connection, table):
+        return []
+    conditions = [sql.SQL("{} = %s").format(sql.Identifier(name)) for name in equal] + [
+        sql.SQL("{} = ANY(%s)").format(sql.Identifier(key_column))
+    ]
+    query = sql.SQL("SELECT {} FROM {} WHERE {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)), table, sql.SQL(" AND ").join(conditions)
+    )
+    return connection.execute(query, (*equal.values(), list(keys))).fetchall()
